@@ -1,0 +1,119 @@
+"""The exceptions tether raises.
+
+Every error tether raises on its own account derives from `TetherError`::
+
+    TetherError
+    ├── ProtocolError      .close_code; the peer broke the protocol
+    │   ├── PayloadTooBig  a frame or message over the configured limit (1009)
+    │   └── InvalidUtf8    a text message or close reason that is not UTF-8 (1007)
+    ├── InvalidState       send_*() at the wrong time (bad arguments raise ValueError)
+    ├── ConnectionClosed   .code, .reason; the connection is closed
+    ├── HandshakeError     .status, .headers; the opening handshake failed
+    └── Timeout            also a builtin TimeoutError
+
+A peer's mistake never raises inside a protocol core's ``receive_data()``: the
+core queues a close with the mapped code and keeps the cause; the front end
+then raises `ConnectionClosed` from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConnectionClosed",
+    "HandshakeError",
+    "InvalidState",
+    "InvalidUtf8",
+    "PayloadTooBig",
+    "ProtocolError",
+    "TetherError",
+    "Timeout",
+]
+
+
+class TetherError(Exception):
+    """Base class of every exception tether raises on its own account."""
+
+
+class ProtocolError(TetherError):
+    """The peer broke the protocol.
+
+    Attributes:
+        close_code: the WebSocket close code this error maps to (RFC 6455 §7.4.1).
+    """
+
+    close_code: int = 1002
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class PayloadTooBig(ProtocolError):
+    """A frame or message is larger than the configured limit."""
+
+    close_code = 1009
+
+
+class InvalidUtf8(ProtocolError):
+    """A text message or a close reason is not valid UTF-8."""
+
+    close_code = 1007
+
+
+class InvalidState(TetherError):
+    """An operation was attempted in a state that does not allow it."""
+
+
+class ConnectionClosed(TetherError):
+    """The connection is closed; no more messages can be sent or received.
+
+    Attributes:
+        code: the close code received from the peer, 1006 when the connection
+            dropped without a close frame, 1005 when the close frame had none.
+        reason: the close reason received from the peer, "" when none.
+        rcvd_then_sent: True when the peer started the closing handshake.
+    """
+
+    def __init__(self, code: int, reason: str = "", *, rcvd_then_sent: bool | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.rcvd_then_sent = rcvd_then_sent
+        detail = f"connection closed with code {code}"
+        if reason:
+            detail += f" ({reason})"
+        super().__init__(detail)
+
+    @property
+    def ok(self) -> bool:
+        """True when the connection closed normally (1000 or 1001)."""
+        return self.code in (1000, 1001)
+
+
+class HandshakeError(TetherError):
+    """The opening handshake failed.
+
+    Attributes:
+        status: the HTTP status of the response (client side) or the status the
+            server answers with (server side).
+        headers: the response headers, as (name, value) pairs.
+        body: the response body when one was read, else b"".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = list(headers)
+        self.body = body
+
+
+class Timeout(TetherError, TimeoutError):
+    """An operation did not complete in time."""

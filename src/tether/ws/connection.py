@@ -1,0 +1,480 @@
+"""The asyncio WebSocket connection shared by the client and the server.
+
+`WebSocket` is an `asyncio.Protocol` driving a `tether.ws.protocol.Connection`
+core. Reading: each `data_received()` feeds the core and hands complete
+messages to a waiting `recv()` directly or to a queue of at most `max_queue`
+messages; past that, reading from the socket pauses, so a slow application
+never makes memory grow. Writing: `send()` writes at once and waits only while
+the transport's buffer is over its high-water mark (`write_limit`), so a peer
+that never reads keeps the writer's memory bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from tether.errors import ConnectionClosed, InvalidState
+from tether.ws.protocol import (
+    BinaryMessage,
+    CloseReceived,
+    Connection,
+    Pong,
+    State,
+    TextMessage,
+)
+
+__all__ = ["Data", "WebSocket"]
+
+logger = logging.getLogger("tether.ws")
+
+Data = str | bytes
+
+_CLOSED = object()  # marks, in the message queue, where the stream ends
+
+
+class WebSocket(asyncio.Protocol):
+    """An open WebSocket connection on asyncio.
+
+    Created by `tether.ws.connect()` and `tether.ws.serve()`; not meant to be
+    built by hand. Use `send()`, `recv()` or ``async for message in ws``,
+    `ping()` and `close()`.
+
+    Attributes:
+        request: the handshake request (tether.ws.Request).
+        response: the handshake response (tether.ws.Response).
+        subprotocol: the negotiated subprotocol, or None.
+    """
+
+    def __init__(
+        self,
+        core: Connection,
+        *,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        max_queue: int = 32,
+        write_limit: int = 2**16,
+    ) -> None:
+        self._core = core
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._messages: deque[Any] = deque()
+        self._waiter: asyncio.Future[Any] | None = None
+        self._max_queue = max_queue
+        self._reading_paused = False
+        self._write_limit = write_limit
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pings: dict[bytes, asyncio.Future[float]] = {}
+        self._ping_sent_at: dict[bytes, float] = {}
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._failure_pending = False
+        self._exc: BaseException | None = None
+        self.request: Any = None
+        self.response: Any = None
+        self.subprotocol: str | None = None
+        self.remote_address: Any = None
+        self.local_address: Any = None
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def state(self) -> State:
+        """The core's state: CONNECTING, OPEN, CLOSING or CLOSED."""
+        return self._core.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the connection is closed; None before.
+
+        The code received from the peer; when none was, the code tether sent
+        when it failed the connection, else 1006 (abnormal closure).
+        """
+        if not self._lost.done():
+            return None
+        return self._closed_exc().code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason, once the connection is closed; None before."""
+        if not self._lost.done():
+            return None
+        return self._closed_exc().reason
+
+    def _closed_exc(self) -> ConnectionClosed:
+        core = self._core
+        if core.close_rcvd is not None:
+            code, reason = core.close_rcvd
+        elif core.error is not None and core.close_sent is not None:
+            code, reason = core.close_sent
+        else:
+            code, reason = 1006, ""
+        exc = ConnectionClosed(code, reason, rcvd_then_sent=core.close_rcvd_then_sent)
+        exc.__cause__ = core.error or self._exc
+        return exc
+
+    # -------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(self._write_limit)
+        self.remote_address = transport.get_extra_info("peername")
+        self.local_address = transport.get_extra_info("sockname")
+        out = self._core.data_to_send()
+        if out:
+            transport.write(out)
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        core.receive_data(data)
+        out = core.data_to_send()
+        if out:
+            assert self._transport is not None
+            self._transport.write(out)
+        events = core._events  # read in place: the hot path avoids a list per call
+        if events:
+            core._events = []
+            for event in events:
+                kind = type(event)
+                if kind is TextMessage or kind is BinaryMessage:
+                    self._deliver(event.data)  # type: ignore[union-attr]
+                elif kind is Pong:
+                    self._pong(event.payload)  # type: ignore[union-attr]
+                elif kind is CloseReceived:
+                    self._on_close_frame()
+                else:
+                    self._handshake_event(event)
+        if core.error is not None and not self._failure_pending and core.state is not State.CLOSED:
+            # Let the application read (and answer) the messages before the error first.
+            if self._messages:
+                self._failure_pending = True
+                self._deliver(_CLOSED)
+            else:
+                self._fail()
+        elif core.state is State.CONNECTING:
+            return
+        if core.close_expected() and self._transport is not None:
+            self._transport.close()
+
+    def _handshake_event(self, event: object) -> None:
+        """Handle a handshake event; the client and server subclasses override this."""
+
+    def eof_received(self) -> bool:
+        self._core.receive_eof()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._core.receive_eof()
+        self._exc = exc
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._deliver(_CLOSED)
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(self._closed_exc())
+        self._pings.clear()
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # ------------------------------------------------------------------ input
+
+    def _deliver(self, item: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None and not self._messages:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        self._messages.append(item)
+        if (
+            len(self._messages) >= self._max_queue
+            and not self._reading_paused
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    async def recv(self) -> Data:
+        """Receive the next message: str for text, bytes for binary.
+
+        Raises:
+            ConnectionClosed: when the connection is closed; its code and
+                reason say how, and a protocol error of the peer is its __cause__.
+            InvalidState: if another coroutine is already waiting in recv().
+        """
+        messages = self._messages
+        if messages:
+            item = messages.popleft()
+            if self._reading_paused and len(messages) <= self._max_queue // 2:
+                self._reading_paused = False
+                if self._transport is not None:
+                    self._transport.resume_reading()
+        else:
+            if self._waiter is not None:
+                raise InvalidState("another coroutine is already waiting for a message")
+            if self._lost.done():
+                raise self._closed_exc()
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            try:
+                item = await waiter
+            finally:
+                self._waiter = None
+        if item is _CLOSED:
+            messages.appendleft(_CLOSED)  # every later recv() raises too
+            if self._failure_pending:
+                self._failure_pending = False
+                self._fail()
+            await self.wait_closed()
+            raise self._closed_exc()
+        return item  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        """Yield messages until the connection closes normally (1000 or 1001).
+
+        Raises:
+            ConnectionClosed: if it closed with another code.
+        """
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosed as exc:
+            if not exc.ok:
+                raise
+
+    # ----------------------------------------------------------------- output
+
+    def _write(self) -> None:
+        out = self._core.data_to_send()
+        if out and self._transport is not None:
+            self._transport.write(out)
+
+    def _check_sendable(self) -> None:
+        if self._core.state is not State.OPEN or self._lost.done():
+            raise (
+                self._closed_exc()
+                if self._lost.done() or self._core.state is State.CLOSED
+                else ConnectionClosed(*(self._core.close_sent or (1006, "")))
+            )
+
+    async def send(
+        self, message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data]
+    ) -> None:
+        """Send a message: str as text, bytes-like as binary, an iterable or
+        async iterable of str or bytes as one fragmented message.
+
+        Waits while the transport's write buffer is over `write_limit`.
+
+        Raises:
+            ConnectionClosed: if the connection is closed or closing.
+            TypeError: for any other type, or fragments of mixed types.
+        """
+        core = self._core
+        if core.state is not State.OPEN:
+            self._check_sendable()
+        if isinstance(message, str):
+            core.send_text(message)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            core.send_binary(message)
+        elif isinstance(message, AsyncIterable):
+            await self._send_fragments(message.__aiter__())
+            return
+        elif isinstance(message, Iterable):
+            await self._send_fragments(_aiter_sync(message))
+            return
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        out = core.data_to_send()
+        transport = self._transport
+        assert transport is not None
+        transport.write(out)
+        if self._writing_paused:
+            await self._drain()
+
+    async def _send_fragments(self, fragments: AsyncIterator[Data]) -> None:
+        core = self._core
+        try:
+            first = await fragments.__anext__()
+        except StopAsyncIteration:
+            return
+        text = isinstance(first, str)
+        kind = str if text else (bytes, bytearray, memoryview)
+        if not isinstance(first, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send fragment of type {type(first).__name__}")
+        if isinstance(first, str):
+            core.send_text(first, fin=False)
+        else:
+            core.send_binary(first, fin=False)
+        self._write()
+        try:
+            async for fragment in fragments:
+                if not isinstance(fragment, kind):
+                    raise TypeError("fragments of one message must all be str or all be bytes")
+                self._check_sendable()
+                core.send_continuation(fragment, fin=False)
+                self._write()
+                if self._writing_paused:
+                    await self._drain()
+        except BaseException:
+            # The message cannot be finished: fail the connection (RFC 6455 §5.4 has
+            # no way to abort a fragmented message).
+            if core.state is State.OPEN:
+                core.fail(1011, "sending a fragmented message failed")
+                self._write()
+                if self._transport is not None:
+                    self._transport.close()
+            raise
+        core.send_continuation(b"", fin=True)
+        self._write()
+        if self._writing_paused:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if self._lost.done():
+            raise self._closed_exc()
+        fut = self._loop.create_future()
+        self._drain_waiters.append(fut)
+        await fut
+        if self._lost.done():
+            raise self._closed_exc()
+
+    async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
+        """Send a Ping; return a future resolved with the round-trip time in
+        seconds when the matching Pong arrives.
+
+        Raises:
+            ConnectionClosed: if the connection is not open.
+        """
+        self._check_sendable()
+        if data is None:
+            data = os.urandom(4)
+            while data in self._pings:
+                data = os.urandom(4)
+        elif data in self._pings:
+            raise ValueError("a ping with that payload is already waiting")
+        fut: asyncio.Future[float] = self._loop.create_future()
+        fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        self._pings[data] = fut
+        self._ping_sent_at[data] = self._loop.time()
+        self._core.send_ping(data)
+        self._write()
+        return fut
+
+    def _pong(self, payload: bytes) -> None:
+        # RFC 6455 §5.5.3: a Pong answers the most recent Ping; it acknowledges earlier ones too.
+        if payload not in self._pings:
+            return
+        now = self._loop.time()
+        for data in list(self._pings):
+            fut = self._pings.pop(data)
+            sent = self._ping_sent_at.pop(data, now)
+            if not fut.done():
+                fut.set_result(now - sent)
+            if data == payload:
+                break
+
+    async def _keepalive(self) -> None:
+        assert self._ping_interval is not None
+        try:
+            while True:
+                await asyncio.sleep(self._ping_interval)
+                if self._core.state is not State.OPEN:
+                    return
+                waiter = await self.ping()
+                if self._ping_timeout is None:
+                    continue
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), self._ping_timeout)
+                except asyncio.TimeoutError:
+                    logger.debug("keepalive ping timed out; failing the connection")
+                    if self._core.state is State.OPEN:
+                        self._core.fail(1011, "keepalive ping timeout")
+                        self._write()
+                    if self._transport is not None:
+                        self._transport.abort()
+                    return
+        except ConnectionClosed:
+            return
+
+    def _start(self) -> None:
+        """Called by the front ends once the handshake is complete."""
+        if self._ping_interval is not None:
+            self._keepalive_task = self._loop.create_task(self._keepalive())
+
+    # ---------------------------------------------------------------- closing
+
+    def _on_close_frame(self) -> None:
+        if self._core.is_client and self._transport is not None and self._close_timer is None:
+            # RFC 6455 §7.1.1: the server closes TCP first; give it close_timeout to do so.
+            self._close_timer = self._loop.call_later(self._close_timeout, self._transport.abort)
+
+    def _fail(self) -> None:
+        core = self._core
+        core.fail()
+        self._write()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with the closing handshake; idempotent.
+
+        Waits up to `close_timeout` for the peer's Close frame and for the TCP
+        connection to end, then aborts it.
+
+        Raises:
+            ValueError: if the code may not be sent or the reason is too long.
+        """
+        core = self._core
+        if core.state is State.OPEN:
+            core.send_close(code, reason)
+            self._write()
+        elif core.state is State.CONNECTING and self._transport is not None:
+            self._transport.close()
+        if core.close_expected() and self._transport is not None:
+            self._transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), self._close_timeout)
+        except asyncio.TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+            await self._lost
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._lost)
+
+
+async def _aiter_sync(items: Iterable[Data]) -> AsyncIterator[Data]:
+    for item in items:
+        yield item

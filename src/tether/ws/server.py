@@ -1,0 +1,313 @@
+"""The asyncio WebSocket server: `serve()`."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from tether.errors import ConnectionClosed, HandshakeError
+from tether.ws.connection import WebSocket
+from tether.ws.deflate import DeflateParams
+from tether.ws.handshake import Request, Response
+from tether.ws.protocol import RequestReceived, ServerConnection, State
+
+__all__ = ["Server", "ServerWebSocket", "serve"]
+
+logger = logging.getLogger("tether.ws")
+
+Handler = Callable[["ServerWebSocket"], Awaitable[None]]
+ProcessRequest = Callable[[Request], "Awaitable[Response | None] | Response | None"]
+
+
+class ServerWebSocket(WebSocket):
+    """The server side of a WebSocket connection; see `WebSocket`."""
+
+    _core: ServerConnection
+
+    def __init__(self, server: Server, core: ServerConnection, **kwargs: Any) -> None:
+        super().__init__(core, **kwargs)
+        self._server = server
+        self._open_timer: asyncio.TimerHandle | None = None
+        self.handler_task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._connections.add(self)
+        if self._server.open_timeout is not None:
+            self._open_timer = self._loop.call_later(self._server.open_timeout, self._open_timed_out)
+
+    def _open_timed_out(self) -> None:
+        if self._core.state is State.CONNECTING and self._transport is not None:
+            logger.debug("handshake from %s timed out", self.remote_address)
+            self._transport.abort()
+
+    def _handshake_event(self, event: object) -> None:
+        if isinstance(event, RequestReceived):
+            self.request = event.request
+            if self._server.process_request is None:
+                self._accept(event.request)
+            else:
+                self.handler_task = self._loop.create_task(self._process(event.request))
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._core.handshake_error is not None and self._transport is not None:
+            # A malformed request: the core queued an error response.
+            self._write()
+            self._transport.close()
+
+    async def _process(self, request: Request) -> None:
+        assert self._server.process_request is not None
+        try:
+            answer = self._server.process_request(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            logger.exception("process_request failed")
+            answer = Response(500, _headers(), body=b"Internal Server Error\n")
+        if self._core.state is not State.CONNECTING:
+            return
+        if answer is not None:
+            assert isinstance(answer, Response)
+            self._core.reject(answer.status, answer.body, headers=list(answer.headers))
+            self._write()
+            if self._transport is not None:
+                self._transport.close()
+            return
+        self._accept(request)
+
+    def _accept(self, request: Request) -> None:
+        try:
+            self._core.accept(request)
+        except HandshakeError as exc:
+            logger.debug("refused handshake from %s: %s", self.remote_address, exc)
+            self._write()
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+        self.response = self._core.response
+        self.subprotocol = self._core.subprotocol
+        self._write()
+        self._start()
+        task = self._loop.create_task(self._run_handler())
+        if self.handler_task is None:
+            self.handler_task = task
+
+    async def _run_handler(self) -> None:
+        try:
+            await self._server.handler(self)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("connection handler failed")
+            await self.close(1011, "internal error")
+        else:
+            await self.close()
+        finally:
+            self._server._connections.discard(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+        if self.handler_task is None:
+            self._server._connections.discard(self)
+
+
+def _headers() -> Any:
+    from tether.ws.handshake import Headers
+
+    return Headers([("Content-Type", "text/plain; charset=utf-8")])
+
+
+class Server:
+    """A running WebSocket server; close() stops it, `async with` does for you.
+
+    Attributes:
+        sockets: the listening sockets.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        process_request: ProcessRequest | None,
+        subprotocols: Sequence[str],
+        deflate: DeflateParams | None,
+        open_timeout: float | None,
+        max_size: int | None,
+        ws_kwargs: dict[str, Any],
+    ) -> None:
+        self.handler = handler
+        self.process_request = process_request
+        self.open_timeout = open_timeout
+        self._subprotocols = list(subprotocols)
+        self._deflate = deflate
+        self._max_size = max_size
+        self._ws_kwargs = ws_kwargs
+        self._connections: set[ServerWebSocket] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    def _protocol(self) -> ServerWebSocket:
+        core = ServerConnection(
+            subprotocols=self._subprotocols, deflate=self._deflate, max_message_size=self._max_size
+        )
+        return ServerWebSocket(self, core, **self._ws_kwargs)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets."""
+        assert self._server is not None
+        return tuple(self._server.sockets)
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening socket (handy with port=0)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop listening and close every connection with code (1001: going away)."""
+        if self._server is not None:
+            self._server.close()
+        for ws in list(self._connections):
+            if ws.state is State.OPEN:
+                ws._core.send_close(code, reason)
+                ws._write()
+            elif ws._transport is not None and ws.state is State.CONNECTING:
+                ws._transport.close()
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Wait until every connection has ended (aborting them after timeout)."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        conns = list(self._connections)
+        if conns:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout
+            )
+            for ws in conns:
+                if ws._transport is not None and not ws._lost.done():
+                    ws._transport.abort()
+        tasks = [c.handler_task for c in conns if c.handler_task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled."""
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class serve:
+    """Start a WebSocket server.
+
+    ``async with serve(handler, "127.0.0.1", 8765) as server:`` or
+    ``server = await serve(...)``. For each connection, ``await handler(ws)``
+    runs; when it returns the connection is closed with 1000, when it raises,
+    with 1011.
+
+    Args:
+        handler: a coroutine function taking the `ServerWebSocket`.
+        host: the address to listen on.
+        port: the port; 0 picks a free one (see `Server.port`).
+        process_request: called with the handshake `Request` before accepting;
+            return None to go on or a `Response` to answer instead (for path
+            routing and authentication). May be a coroutine function.
+        subprotocols: subprotocols this server speaks, in order of preference.
+        compression: "deflate" to accept permessage-deflate offers, None to decline.
+        ssl: an SSLContext for wss:// (see `tether.tls.server_context`).
+        open_timeout: seconds a client has to complete the handshake.
+        ping_interval, ping_timeout, close_timeout, max_size, max_queue,
+            write_limit: as for `tether.ws.connect`.
+        sock: an already listening socket to use instead of host and port.
+        backlog: the listen backlog.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | None = "127.0.0.1",
+        port: int | None = 0,
+        *,
+        process_request: ProcessRequest | None = None,
+        subprotocols: Sequence[str] = (),
+        compression: Literal["deflate"] | None = "deflate",
+        ssl: ssl_module.SSLContext | None = None,
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        max_size: int | None = 2**20,
+        max_queue: int = 32,
+        write_limit: int = 2**16,
+        sock: socket.socket | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        if compression not in (None, "deflate"):
+            raise ValueError(f"unsupported compression {compression!r}")
+        self._server = Server(
+            handler,
+            process_request=process_request,
+            subprotocols=subprotocols,
+            deflate=DeflateParams() if compression == "deflate" else None,
+            open_timeout=open_timeout,
+            max_size=max_size,
+            ws_kwargs={
+                "ping_interval": ping_interval,
+                "ping_timeout": ping_timeout,
+                "close_timeout": close_timeout,
+                "max_queue": max_queue,
+                "write_limit": write_limit,
+            },
+        )
+        self._listen: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "ssl": ssl,
+            "sock": sock,
+            "backlog": backlog,
+        }
+
+    async def _start(self) -> Server:
+        loop = asyncio.get_running_loop()
+        listen = dict(self._listen)
+        if listen["sock"] is not None:
+            listen.pop("host")
+            listen.pop("port")
+        self._server._server = await loop.create_server(self._server._protocol, **listen)
+        return self._server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.close()
+        await self._server.wait_closed()
