@@ -35,6 +35,7 @@ logger = logging.getLogger("tether.ws")
 Data = str | bytes
 
 _CLOSED = object()  # marks, in the message queue, where the stream ends
+_FAIL = object()  # marks, in the message queue, where the peer broke the protocol
 
 
 class WebSocket(asyncio.Protocol):
@@ -78,7 +79,7 @@ class WebSocket(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._failure_pending = False
+        self._fail_scheduled = False
         self._exc: BaseException | None = None
         self.request: Any = None
         self.response: Any = None
@@ -155,13 +156,17 @@ class WebSocket(asyncio.Protocol):
                     self._on_close_frame()
                 else:
                     self._handshake_event(event)
-        if core.error is not None and not self._failure_pending and core.state is not State.CLOSED:
-            # Let the application read (and answer) the messages before the error first.
+        if core.error is not None and not self._fail_scheduled and core.state is not State.CLOSED:
+            # Messages that came before the error are still handed to the application,
+            # and its answers still go out (Autobahn's "strict" behaviour): fail once it
+            # has read them, or on the next turn of the loop when they were handed over
+            # already. An application that stops reading gets close_timeout at most.
+            self._fail_scheduled = True
             if self._messages:
-                self._failure_pending = True
-                self._deliver(_CLOSED)
+                self._messages.append(_FAIL)
+                self._loop.call_later(self._close_timeout, self._fail)
             else:
-                self._fail()
+                self._loop.call_soon(self._fail)
         elif core.state is State.CONNECTING:
             return
         if core.close_expected() and self._transport is not None:
@@ -248,11 +253,11 @@ class WebSocket(asyncio.Protocol):
                 item = await waiter
             finally:
                 self._waiter = None
+        if item is _FAIL:
+            self._fail()
+            item = _CLOSED
         if item is _CLOSED:
             messages.appendleft(_CLOSED)  # every later recv() raises too
-            if self._failure_pending:
-                self._failure_pending = False
-                self._fail()
             await self.wait_closed()
             raise self._closed_exc()
         return item  # type: ignore[no-any-return]
@@ -441,6 +446,8 @@ class WebSocket(asyncio.Protocol):
 
     def _fail(self) -> None:
         core = self._core
+        if core.state is State.CLOSED:
+            return
         core.fail()
         self._write()
         if self._transport is not None:
