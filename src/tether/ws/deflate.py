@@ -19,6 +19,8 @@ __all__ = ["Deflate", "DeflateParams", "negotiate"]
 NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: removed by the sender, appended by the receiver
 _BITS = range(8, 16)
+_MAX_AFTER_END = 8
+_BITS_TEXT = {str(bits): bits for bits in _BITS}
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,9 @@ def _parse_params(
                 found[name] = None
                 found["client_max_window_bits_bare"] = True
                 continue
-            if not value.isdigit() or value[0] == "0" or int(value) not in _BITS:
+            if value not in _BITS_TEXT:
                 raise HandshakeError(f"invalid {name} {value!r}", status=0 if response else 400)
-            found[name] = int(value)
+            found[name] = _BITS_TEXT[value]
         else:
             raise HandshakeError(f"unknown parameter {name}", status=0 if response else 400)
     return found
@@ -223,8 +225,7 @@ class Deflate:
             self._compressor = zlib.compressobj(self._level, zlib.DEFLATED, -self._wbits_out)
         out = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
         if fin:
-            if out.endswith(_TAIL):
-                out = out[:-4]
+            out = out[:-4]  # a sync flush always ends with the empty stored block, _TAIL
             if self._reset_out:
                 self._compressor = None
         return out
@@ -247,7 +248,7 @@ class Deflate:
         d = self._decompressor
         try:
             out = d.decompress(data, max_length + 1)
-            if fin and len(out) <= max_length and not d.unconsumed_tail:
+            if fin and not d.eof and len(out) <= max_length and not d.unconsumed_tail:
                 out += d.decompress(_TAIL, max_length + 1 - len(out))
         except zlib.error as exc:
             self._decompressor = None
@@ -255,6 +256,11 @@ class Deflate:
         if len(out) > max_length or d.unconsumed_tail:
             self._decompressor = None
             raise PayloadTooBig(f"decompressed message is over {max_length} bytes")
-        if fin and self._reset_in:
+        # A sender may end the stream with a BFINAL block (RFC 7692 §7.2.3.4); a few
+        # bytes of padding may follow it in the message, nothing more.
+        if len(d.unused_data) > _MAX_AFTER_END:
             self._decompressor = None
+            raise ProtocolError("data after the end of the compressed stream")
+        if fin and (d.eof or self._reset_in):
+            self._decompressor = None  # the next message starts a new stream
         return out

@@ -266,9 +266,11 @@ def parse_extension_header(values: Sequence[str]) -> list[tuple[str, list[tuple[
                 if match is None or not _TOKEN_STR.fullmatch(match.group(1)):
                     raise HandshakeError(f"invalid extension parameter {part.strip()!r}")
                 raw = match.group(2)
-                if raw is not None and raw.startswith('"'):
-                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-                    if not _TOKEN_STR.fullmatch(raw):  # RFC 6455 §9.1: quoted values are tokens too
+                if raw is not None:
+                    if raw.startswith('"'):
+                        raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+                    # RFC 6455 §9.1: values are tokens, quoted or not.
+                    if not _TOKEN_STR.fullmatch(raw):
                         raise HandshakeError(f"invalid extension parameter {part.strip()!r}")
                 params.append((match.group(1), raw))
             result.append((name, params))

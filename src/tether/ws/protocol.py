@@ -172,7 +172,7 @@ class Connection:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, not {value}")
         self.is_client = is_client
-        self.max_message_size = max_message_size if max_message_size is not None else 2**63
+        self.max_message_size = max_message_size if max_message_size is not None else 2**62
         self.max_frame_size = max_frame_size if max_frame_size is not None else self.max_message_size
         self.state = state
         #: the peer's protocol violation, once there is one; see fail().
@@ -246,7 +246,7 @@ class Connection:
 
         A peer's protocol violation never raises here: it sets `error`.
         """
-        if self.error is not None or self.close_rcvd is not None or self.eof_received:
+        if self.state is State.CLOSED or self.error is not None or self.close_rcvd is not None:
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(bytes(data))
@@ -259,7 +259,10 @@ class Connection:
             pos = self._parse(data)
         except ProtocolError as exc:
             self.error = exc
+            # Nothing more will be read: free the partial message at once.
             self._buf = b""
+            self._msg_parts = []
+            self._decoder = None
             return
         self._buf = data[pos:] if pos < len(data) else b""
 
@@ -289,8 +292,6 @@ class Connection:
                 pos += n
                 self._left -= n
                 self._message_data(chunk, self._left == 0 and self._frame_fin)
-                if self.close_rcvd is not None:
-                    break
                 continue
             # A frame header (RFC 6455 §5.2).
             if end - pos < 2:
@@ -678,7 +679,10 @@ class ClientConnection(Connection):
                     headers=list(response.headers),
                     body=rest,
                 )
-            self._check_response(response)
+            try:
+                self._check_response(response)
+            except HandshakeError as exc:
+                raise HandshakeError(str(exc), status=101, headers=list(response.headers)) from exc
         except HandshakeError as exc:
             self.handshake_error = exc
             self.state = State.CLOSED
@@ -690,30 +694,30 @@ class ClientConnection(Connection):
             self.receive_data(rest)
 
     def _check_response(self, response: Response) -> None:
-        """Validate a 101 answer (RFC 6455 §4.1, client steps 1-6)."""
+        """Validate a 101 answer (RFC 6455 §4.1, client steps 1-6).
+
+        Raises:
+            HandshakeError: the caller sets its status to 101 and adds the headers.
+        """
         h = response.headers
-
-        def fail(message: str) -> HandshakeError:
-            return HandshakeError(message, status=101, headers=list(h))
-
         if "websocket" not in (t.lower() for t in parse_token_list(h.get_all("Upgrade"))):
-            raise fail("response has no Upgrade: websocket")
+            raise HandshakeError("response has no Upgrade: websocket")
         if "upgrade" not in (t.lower() for t in parse_token_list(h.get_all("Connection"))):
-            raise fail("response has no Connection: Upgrade")
+            raise HandshakeError("response has no Connection: Upgrade")
         accept = h.get_all("Sec-WebSocket-Accept")
         if accept != [accept_key(self.key)]:
-            raise fail(f"Sec-WebSocket-Accept {accept!r} does not match the key")
+            raise HandshakeError(f"Sec-WebSocket-Accept {accept!r} does not match the key")
         protocols = parse_token_list(h.get_all("Sec-WebSocket-Protocol"))
         if len(protocols) > 1:
-            raise fail("server selected more than one subprotocol")
+            raise HandshakeError("server selected more than one subprotocol")
         if protocols:
             if protocols[0] not in self._offer_subprotocols:
-                raise fail(f"server selected subprotocol {protocols[0]!r}, which was not offered")
+                raise HandshakeError(f"server selected subprotocol {protocols[0]!r}, which was not offered")
             self.subprotocol = protocols[0]
         extensions = parse_extension_header(h.get_all("Sec-WebSocket-Extensions"))
         for name, params in extensions:
             if name != _deflate.NAME or self._offer_deflate is None or self.deflate_params is not None:
-                raise fail(f"server accepted extension {name!r}, which was not offered")
+                raise HandshakeError(f"server accepted extension {name!r}, which was not offered")
             self._set_deflate(_deflate.DeflateParams.from_response(self._offer_deflate, params))
 
 
@@ -819,7 +823,9 @@ class ServerConnection(Connection):
     def _check_request(self, request: Request, subprotocol: str | None) -> Headers:
         h = request.headers
         if request.method != "GET":
-            raise HandshakeError(f"method {request.method} is not GET", status=405)
+            raise HandshakeError(
+                f"method {request.method} is not GET", status=405, headers=[("Allow", "GET")]
+            )
         if "upgrade" not in (t.lower() for t in parse_token_list(h.get_all("Connection"))):
             raise HandshakeError(
                 "request has no Connection: Upgrade",
@@ -857,11 +863,11 @@ class ServerConnection(Connection):
             out.add("Sec-WebSocket-Protocol", subprotocol)
             self.subprotocol = subprotocol
         if self._accept_deflate is not None:
-            offers = [
-                p
-                for n, p in parse_extension_header(h.get_all("Sec-WebSocket-Extensions"))
-                if n == _deflate.NAME
-            ]
+            try:
+                extensions = parse_extension_header(h.get_all("Sec-WebSocket-Extensions"))
+            except HandshakeError:
+                extensions = []  # a malformed offer is declined, not fatal
+            offers = [p for n, p in extensions if n == _deflate.NAME]
             params = _deflate.negotiate(self._accept_deflate, offers)
             if params is not None:
                 self._set_deflate(params)

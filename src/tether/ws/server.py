@@ -190,9 +190,7 @@ class Server:
             await self._server.wait_closed()
         conns = list(self._connections)
         if conns:
-            await asyncio.wait(
-                [asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout
-            )
+            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout)
             for ws in conns:
                 if ws._transport is not None and not ws._lost.done():
                     ws._transport.abort()

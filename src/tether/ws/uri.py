@@ -60,9 +60,13 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise ValueError(f"{uri!r} has no host")
     secure = parts.scheme == "wss"
     try:
-        port = parts.port or (443 if secure else 80)
+        port = parts.port
     except ValueError as exc:
         raise ValueError(f"{uri!r} has an invalid port") from exc
+    if port is None:
+        port = 443 if secure else 80
+    elif port == 0:
+        raise ValueError(f"{uri!r} has an invalid port: 0")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
