@@ -342,12 +342,20 @@ class TestClosingHandshake:
         assert client.close_sent == (1001, "going")
         assert client.close_rcvd_then_sent is False
         assert pump(client, server) == [CloseReceived(1001, "going")]
-        assert server.state is State.CLOSED
+        # The server may still answer earlier messages before its Close (RFC 6455 §5.5.1).
+        assert server.state is State.OPEN
+        assert server.data_to_send() == b""
+        server.send_text("a last answer")
+        server.acknowledge_close()
+        assert server.state is State.CLOSED  # type: ignore[comparison-overlap]  # mypy keeps OPEN
         assert server.close_rcvd == (1001, "going")
         assert server.close_sent == (1001, "")
         assert server.close_rcvd_then_sent is True
         assert server.close_expected()  # RFC 6455 §7.1.1: the server closes TCP first
-        assert pump(server, client) == [CloseReceived(1001, "")]
+        server.acknowledge_close()  # only once
+        with pytest.raises(InvalidState):
+            server.send_text("too late")
+        assert pump(server, client) == [TextMessage("a last answer"), CloseReceived(1001, "")]
         assert client.state is State.CLOSED  # type: ignore[comparison-overlap]  # mypy keeps CLOSING
         assert client.close_rcvd == (1001, "")
         assert not client.close_expected()  # the client waits for the server's FIN
@@ -358,6 +366,7 @@ class TestClosingHandshake:
         server.send_close(4000, "app")
         assert not server.close_expected()
         assert pump(server, client) == [CloseReceived(4000, "app")]
+        client.acknowledge_close()
         assert client.state is State.CLOSED
         assert client.close_rcvd_then_sent is True
         assert not client.close_expected()
@@ -382,6 +391,7 @@ class TestClosingHandshake:
         client.send_close(None)
         assert client.close_sent == (1005, "")
         assert pump(client, server) == [CloseReceived(1005, "")]
+        server.acknowledge_close()
         assert split_frames(server.data_to_send()) == [WireFrame(True, False, Opcode.CLOSE, False, b"")]
 
     def test_messages_before_close_still_arrive_and_data_after_is_ignored(self) -> None:
@@ -408,6 +418,7 @@ class TestClosingHandshake:
         )
         assert feed(server, wire) == [CloseReceived(1000, "")]
         assert server.error is None
+        server.acknowledge_close()
         assert sent_close(server) == (1000, "")
         assert server.state is State.CLOSED
 
@@ -415,6 +426,7 @@ class TestClosingHandshake:
     def test_valid_codes(self, code: int) -> None:
         server = Connection(is_client=False)
         assert feed(server, from_client(Opcode.CLOSE, code.to_bytes(2, "big"))) == [CloseReceived(code, "")]
+        server.acknowledge_close()
         assert sent_close(server) == (code, "")
 
     @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535])

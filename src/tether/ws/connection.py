@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 from tether.errors import ConnectionClosed, InvalidState
@@ -35,7 +35,7 @@ logger = logging.getLogger("tether.ws")
 Data = str | bytes
 
 _CLOSED = object()  # marks, in the message queue, where the stream ends
-_FAIL = object()  # marks, in the message queue, where the peer broke the protocol
+_DEFERRED = object()  # marks, in the message queue, where the peer closed or erred
 
 
 class WebSocket(asyncio.Protocol):
@@ -79,7 +79,8 @@ class WebSocket(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._fail_scheduled = False
+        self._deferred: Callable[[], None] | None = None
+        self._deferred_done = False
         self._exc: BaseException | None = None
         self.request: Any = None
         self.response: Any = None
@@ -143,6 +144,11 @@ class WebSocket(asyncio.Protocol):
         if out:
             assert self._transport is not None
             self._transport.write(out)
+        self._process_events()
+
+    def _process_events(self) -> None:
+        """Act on what the core reported: messages, pongs, close, handshake, errors."""
+        core = self._core
         events = core._events  # read in place: the hot path avoids a list per call
         if events:
             core._events = []
@@ -156,17 +162,8 @@ class WebSocket(asyncio.Protocol):
                     self._on_close_frame()
                 else:
                     self._handshake_event(event)
-        if core.error is not None and not self._fail_scheduled and core.state is not State.CLOSED:
-            # Messages that came before the error are still handed to the application,
-            # and its answers still go out (Autobahn's "strict" behaviour): fail once it
-            # has read them, or on the next turn of the loop when they were handed over
-            # already. An application that stops reading gets close_timeout at most.
-            self._fail_scheduled = True
-            if self._messages:
-                self._messages.append(_FAIL)
-                self._loop.call_later(self._close_timeout, self._fail)
-            else:
-                self._loop.call_soon(self._fail)
+        if core.error is not None and core.state is not State.CLOSED:
+            self._defer(self._fail)
         elif core.state is State.CONNECTING:
             return
         if core.close_expected() and self._transport is not None:
@@ -253,8 +250,8 @@ class WebSocket(asyncio.Protocol):
                 item = await waiter
             finally:
                 self._waiter = None
-        if item is _FAIL:
-            self._fail()
+        if item is _DEFERRED:
+            self._run_deferred()
             item = _CLOSED
         if item is _CLOSED:
             messages.appendleft(_CLOSED)  # every later recv() raises too
@@ -439,10 +436,41 @@ class WebSocket(asyncio.Protocol):
 
     # ---------------------------------------------------------------- closing
 
+    def _defer(self, action: Callable[[], None]) -> None:
+        """Answer the peer's Close, or fail on its error, after the earlier messages.
+
+        Messages that came before are still handed to the application and its
+        answers still go out first (Autobahn's "strict" behaviour): the action
+        runs when recv() reaches this point of the queue, or on the next turn of
+        the loop when the messages were handed over already. An application that
+        stops reading delays it by close_timeout at most.
+        """
+        if self._deferred is not None:
+            return
+        self._deferred = action
+        if self._messages:
+            self._messages.append(_DEFERRED)
+            self._loop.call_later(self._close_timeout, self._run_deferred)
+        else:
+            self._loop.call_soon(self._run_deferred)
+
+    def _run_deferred(self) -> None:
+        if self._deferred is not None and not self._deferred_done:
+            self._deferred_done = True
+            self._deferred()
+
     def _on_close_frame(self) -> None:
+        self._defer(self._acknowledge_close)
         if self._core.is_client and self._transport is not None and self._close_timer is None:
             # RFC 6455 §7.1.1: the server closes TCP first; give it close_timeout to do so.
             self._close_timer = self._loop.call_later(self._close_timeout, self._transport.abort)
+
+    def _acknowledge_close(self) -> None:
+        core = self._core
+        core.acknowledge_close()
+        self._write()
+        if core.close_expected() and self._transport is not None:
+            self._transport.close()
 
     def _fail(self) -> None:
         core = self._core

@@ -13,18 +13,22 @@ server emits a `Request` event and turns OPEN on `accept()`.
 
 States::
 
-    CONNECTING ──handshake──▶ OPEN ──close sent or received──▶ CLOSING ──both──▶ CLOSED
-         └───────────── handshake failed / EOF / fail() ──────────────────────────┘
+    CONNECTING ──handshake──▶ OPEN ──send_close()──▶ CLOSING ──Close received──▶ CLOSED
+         │                      └──Close received, then acknowledge_close()──────▶ CLOSED
+         └──────────── handshake failed / EOF / fail() ─────────────────────────────┘
 
 Incoming data frames are processed as their bytes arrive, not when the frame is
 complete: payloads are unmasked, inflated and checked for UTF-8 piece by piece,
 so a bad byte fails the connection at once and a large frame is never held
 twice. Only headers and control frames (at most 131 bytes) wait in a buffer.
 
-When the peer breaks the protocol, `error` is set, further input is ignored and
-nothing is sent yet: the front end first hands the application the messages that
-preceded the error (so replies to them still go out) and then calls `fail()`,
-which sends the Close frame with ``error.close_code``.
+The core leaves two decisions to the front end, so that the application can
+answer the messages that came before them (what the Autobahn suite calls
+"strict" behaviour): when the peer sends a Close frame, the core emits
+`CloseReceived` and the front end answers with `acknowledge_close()`; when the
+peer breaks the protocol, `error` is set, further input is ignored, and the
+front end calls `fail()`, which sends the Close frame with ``error.close_code``.
+Either way, input after that point is ignored.
 """
 
 from __future__ import annotations
@@ -114,7 +118,10 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class CloseReceived:
-    """A Close frame; code 1005 when it had no payload (RFC 6455 §7.1.5)."""
+    """A Close frame; code 1005 when it had no payload (RFC 6455 §7.1.5).
+
+    If the connection was OPEN, answer with `Connection.acknowledge_close()`.
+    """
 
     code: int
     reason: str
@@ -426,12 +433,12 @@ class Connection:
             code, reason = decode_close(payload)
             self.close_rcvd = (code, reason)
             if self.state is State.OPEN:
-                # RFC 6455 §5.5.1: echo the status code.
+                # The front end answers with acknowledge_close() once the application
+                # has had the messages before this frame (RFC 6455 §5.5.1 lets an
+                # endpoint finish what it is sending before its Close).
                 self.close_rcvd_then_sent = True
-                echo = None if code == 1005 else code
-                self._out.append(self._frame(0x8, encode_close(echo)))
-                self.close_sent = (code, "")
-            self.state = State.CLOSED
+            else:
+                self.state = State.CLOSED
             self._msg_parts = []
             self._msg_opcode = 0
             self._events.append(CloseReceived(code, reason))
@@ -542,8 +549,22 @@ class Connection:
         self._check_open()
         self._out.append(self._frame(0x8, payload))
         self.close_sent = (code if code is not None else 1005, reason)
-        self.close_rcvd_then_sent = False
-        self.state = State.CLOSING
+        if self.close_rcvd is None:
+            self.close_rcvd_then_sent = False
+            self.state = State.CLOSING
+        else:
+            self.state = State.CLOSED
+
+    def acknowledge_close(self) -> None:
+        """Answer the peer's Close frame by echoing its code (RFC 6455 §5.5.1).
+
+        A `CloseReceived` event leaves an OPEN connection OPEN so that answers to
+        the messages before it can still be sent; call this (or `send_close()`)
+        then. Does nothing when no Close is waiting for an answer.
+        """
+        if self.close_rcvd is not None and self.state is State.OPEN:
+            code = self.close_rcvd[0]
+            self.send_close(None if code == 1005 else code)
 
     def fail(self, code: int | None = None, reason: str = "") -> None:
         """Fail the connection (RFC 6455 §7.1.7): send a Close frame unless one
@@ -563,7 +584,8 @@ class Connection:
                 reason = data[:120].decode(errors="ignore") + "..."
             self._out.append(self._frame(0x8, encode_close(code, reason)))
             self.close_sent = (code, reason)
-            self.close_rcvd_then_sent = False
+            if self.close_rcvd is None:
+                self.close_rcvd_then_sent = False
         self.state = State.CLOSED
         if self.error is None:
             self.error = ProtocolError(reason or "connection failed", code)

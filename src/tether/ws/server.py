@@ -34,6 +34,7 @@ class ServerWebSocket(WebSocket):
         super().__init__(core, **kwargs)
         self._server = server
         self._open_timer: asyncio.TimerHandle | None = None
+        self._process_task: asyncio.Task[None] | None = None
         self.handler_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -53,14 +54,7 @@ class ServerWebSocket(WebSocket):
             if self._server.process_request is None:
                 self._accept(event.request)
             else:
-                self.handler_task = self._loop.create_task(self._process(event.request))
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._core.handshake_error is not None and self._transport is not None:
-            # A malformed request: the core queued an error response.
-            self._write()
-            self._transport.close()
+                self._process_task = self._loop.create_task(self._process(event.request))
 
     async def _process(self, request: Request) -> None:
         assert self._server.process_request is not None
@@ -71,7 +65,7 @@ class ServerWebSocket(WebSocket):
         except Exception:
             logger.exception("process_request failed")
             answer = Response(500, _headers(), body=b"Internal Server Error\n")
-        if self._core.state is not State.CONNECTING:
+        if self._core.state is not State.CONNECTING or self._lost.done():
             return
         if answer is not None:
             assert isinstance(answer, Response)
@@ -95,11 +89,11 @@ class ServerWebSocket(WebSocket):
             self._open_timer.cancel()
         self.response = self._core.response
         self.subprotocol = self._core.subprotocol
-        self._write()
         self._start()
-        task = self._loop.create_task(self._run_handler())
-        if self.handler_task is None:
-            self.handler_task = task
+        self.handler_task = self._loop.create_task(self._run_handler())
+        # The response, and the answers to frames that came with the request.
+        self._write()
+        self._process_events()
 
     async def _run_handler(self) -> None:
         try:
@@ -118,6 +112,8 @@ class ServerWebSocket(WebSocket):
         super().connection_lost(exc)
         if self._open_timer is not None:
             self._open_timer.cancel()
+        if self._process_task is not None and not self._process_task.done():
+            self._process_task.cancel()  # the client left during process_request
         if self.handler_task is None:
             self._server._connections.discard(self)
 
@@ -155,6 +151,7 @@ class Server:
         self._ws_kwargs = ws_kwargs
         self._connections: set[ServerWebSocket] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._port = 0
 
     def _protocol(self) -> ServerWebSocket:
         core = ServerConnection(
@@ -170,8 +167,8 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The port of the first listening socket (handy with port=0)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The port of the first listening socket (handy with port=0); kept after close()."""
+        return self._port
 
     def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop listening and close every connection with code (1001: going away)."""
@@ -185,18 +182,34 @@ class Server:
                 ws._transport.close()
 
     async def wait_closed(self, timeout: float = 10.0) -> None:
-        """Wait until every connection has ended (aborting them after timeout)."""
-        if self._server is not None:
-            await self._server.wait_closed()
+        """Wait until every connection and its handler has ended.
+
+        Connections still open after timeout are aborted, handlers still
+        running after another timeout are cancelled.
+        """
         conns = list(self._connections)
         if conns:
-            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout)
+            waiters = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+            _, pending = await asyncio.wait(waiters, timeout=timeout)
             for ws in conns:
                 if ws._transport is not None and not ws._lost.done():
                     ws._transport.abort()
-        tasks = [c.handler_task for c in conns if c.handler_task is not None]
+            if pending:
+                await asyncio.wait(pending)
+        tasks = [
+            task
+            for c in conns
+            for task in (c.handler_task, c._process_task)
+            if task is not None and not task.done()
+        ]
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def serve_forever(self) -> None:
         """Serve until cancelled."""
@@ -292,8 +305,10 @@ class serve:
         if listen["sock"] is not None:
             listen.pop("host")
             listen.pop("port")
-        self._server._server = await loop.create_server(self._server._protocol, **listen)
-        return self._server
+        server = self._server
+        server._server = await loop.create_server(server._protocol, **listen)
+        server._port = int(server.sockets[0].getsockname()[1])
+        return server
 
     def __await__(self) -> Generator[Any, None, Server]:
         return self._start().__await__()

@@ -106,11 +106,8 @@ class WebSocket:
             raise Timeout("timed out")
 
     def _after_input(self, deadline: float | None) -> None:
-        """Collect the core's events and answer it; call with _core_lock held."""
-        core = self._core
-        self._events.extend(core.events_received())
-        if core.error is not None and core.state is not State.CLOSED:
-            core.fail()
+        """Collect the core's events and write its answers; call with _core_lock held."""
+        self._events.extend(self._core.events_received())
         self._write_out(deadline)
 
     def _read_events(self, deadline: float | None) -> None:
@@ -121,6 +118,12 @@ class WebSocket:
         """
         core = self._core
         while not self._events:
+            if core.error is not None and core.state is not State.CLOSED:
+                # The caller has had every message before the peer's error: fail now.
+                with self._core_lock:
+                    core.fail()
+                    with contextlib.suppress(Timeout, ConnectionClosed):
+                        self._write_out(deadline)
             if self._closed.is_set() or core.state is State.CLOSED:
                 self._finish()
                 raise self._closed_exc()
@@ -165,6 +168,11 @@ class WebSocket:
             self._read_events(deadline)
             event = self._events.popleft()
             if type(event) is CloseReceived:
+                # The caller has had every message before the Close: answer it now.
+                with self._core_lock:
+                    self._core.acknowledge_close()
+                    with contextlib.suppress(Timeout, ConnectionClosed):
+                        self._write_out(deadline)
                 self._end_after_close()
             return event
         finally:

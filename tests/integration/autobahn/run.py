@@ -65,8 +65,10 @@ def ensure_wstest() -> Path:
         return WSTEST
     python27 = find_python27()
     if python27 is None:
-        print("autobahn: no Python 2.7 interpreter (set AUTOBAHN_PYTHON27); conformance not run",
-              file=sys.stderr)
+        print(
+            "autobahn: no Python 2.7 interpreter (set AUTOBAHN_PYTHON27); conformance not run",
+            file=sys.stderr,
+        )
         sys.exit(NO_PYTHON27)
     CACHE.mkdir(parents=True, exist_ok=True)
     tool = CACHE / "virtualenv-tool"
@@ -76,8 +78,9 @@ def ensure_wstest() -> Path:
         subprocess.run([str(tool / "bin" / "pip"), "install", "-q", "virtualenv<20.22"], check=True)
     shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([str(tool / "bin" / "virtualenv"), "-q", "-p", python27, str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r",
-                    str(HERE / "requirements-py27.txt")], check=True)
+    subprocess.run(
+        [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(HERE / "requirements-py27.txt")], check=True
+    )
     return WSTEST
 
 
@@ -113,9 +116,18 @@ def wstest(mode: str, spec: dict[str, object], workdir: Path, *extra: str) -> su
     spec_path = workdir / f"spec-{mode}.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     return subprocess.Popen(
-        [str(VENV / "bin" / "python"), str(HERE / "launch_wstest.py"), "-m", mode, "-s", str(spec_path),
-         *extra],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            str(VENV / "bin" / "python"),
+            str(HERE / "launch_wstest.py"),
+            "-m",
+            mode,
+            "-s",
+            str(spec_path),
+            *extra,
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -148,8 +160,12 @@ def count_cases(patterns: list[str]) -> int:
         "cs = CaseSet(CaseSetname, CaseBasename, Cases, CaseCategories, CaseSubCategories)\n"
         "print(len(cs.parseSpecCases({'cases': json.loads(sys.argv[1])})))\n"
     )
-    out = subprocess.run([str(VENV / "bin" / "python"), "-c", code, json.dumps(patterns)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", code, json.dumps(patterns)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout.strip())
 
 
@@ -160,15 +176,33 @@ def run_server_side(cases: list[str], expected: int, timeout: float) -> tuple[bo
     outdir.mkdir(parents=True)
     port = free_port()
     testee = subprocess.Popen(
-        [sys.executable, "-m", "tether", "ws", "echo", "--port", str(port), "--compression",
-         "--max-size", str(MAX_SIZE), "--ping-interval", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "ws",
+            "echo",
+            "--port",
+            str(port),
+            "--compression",
+            "--max-size",
+            str(MAX_SIZE),
+            "--ping-interval",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     fuzzer = None
     try:
         wait_listening(port, testee)
-        spec = {"outdir": str(outdir), "servers": [{"agent": "tether", "url": f"ws://127.0.0.1:{port}"}],
-                "cases": cases, "exclude-cases": [], "exclude-agent-cases": {}}
+        spec = {
+            "outdir": str(outdir),
+            "servers": [{"agent": "tether", "url": f"ws://127.0.0.1:{port}"}],
+            "cases": cases,
+            "exclude-cases": [],
+            "exclude-agent-cases": {},
+        }
         fuzzer = wstest("fuzzingclient", spec, outdir)
         try:
             fuzzer.wait(timeout)
@@ -192,14 +226,18 @@ async def _client_testee(base: str, agent: str, case_timeout: float, deadline: f
             break
 
         async def one(n: int = n) -> None:
-            ws = await connect(f"{base}/runCase?case={n}&agent={agent}", compression="deflate",
-                               max_size=MAX_SIZE, ping_interval=None, close_timeout=5)
+            ws = await connect(
+                f"{base}/runCase?case={n}&agent={agent}",
+                compression="deflate",
+                max_size=MAX_SIZE,
+                ping_interval=None,
+                close_timeout=5,
+            )
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
                     await ws.send(message)
 
-        with contextlib.suppress(ConnectionClosed, HandshakeError, Timeout, OSError,
-                                 asyncio.TimeoutError):
+        with contextlib.suppress(ConnectionClosed, HandshakeError, Timeout, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(one(), case_timeout)
     # Writes the reports; the server closes this connection when done.
     ws = await connect(f"{base}/updateReports?agent={agent}", ping_interval=None)
@@ -213,8 +251,13 @@ def run_client_side(cases: list[str], expected: int, timeout: float) -> tuple[bo
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     port = free_port()
-    spec = {"url": f"ws://127.0.0.1:{port}", "outdir": str(outdir), "cases": cases,
-            "exclude-cases": [], "exclude-agent-cases": {}}
+    spec = {
+        "url": f"ws://127.0.0.1:{port}",
+        "outdir": str(outdir),
+        "cases": cases,
+        "exclude-cases": [],
+        "exclude-agent-cases": {},
+    }
     fuzzer = wstest("fuzzingserver", spec, outdir, "-u", "0")
     try:
         wait_listening(port, fuzzer)
@@ -228,10 +271,13 @@ def run_client_side(cases: list[str], expected: int, timeout: float) -> tuple[bo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--side", choices=["server", "client", "both"], default="both")
-    parser.add_argument("--cases", default="quick",
-                        help="quick (default), full, or comma-separated case ids/patterns")
+    parser.add_argument(
+        "--cases", default="quick", help="quick (default), full, or comma-separated case ids/patterns"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per side")
     args = parser.parse_args()
     ensure_wstest()
@@ -252,8 +298,10 @@ def main() -> int:
         passed, text = run(cases, expected, timeout)
         ok = ok and passed
         verdict = "PASS" if passed else "FAIL"
-        print(f"autobahn {side} ({args.cases}, {time.monotonic() - started:.0f} s): {verdict}: {text}",
-              flush=True)
+        print(
+            f"autobahn {side} ({args.cases}, {time.monotonic() - started:.0f} s): {verdict}: {text}",
+            flush=True,
+        )
     return 0 if ok else 1
 
 
