@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -38,7 +39,14 @@ def wait_port(port: int, proc: subprocess.Popen[str]) -> None:
 
 def test_version() -> None:
     out = subprocess.run([*TETHER, "--version"], capture_output=True, text=True, timeout=30, check=True)
-    assert out.stdout.strip() == f"tether {tether.__version__}"
+    compiled = importlib.util.find_spec("tether._speedups") is not None
+    path = "compiled speedups" if compiled else "pure Python (no compiled speedups)"
+    assert out.stdout.strip() == f"tether {tether.__version__}, {path}"
+    env = {**os.environ, "TETHER_NO_SPEEDUPS": "1"}
+    out = subprocess.run(
+        [*TETHER, "--version"], capture_output=True, text=True, timeout=30, check=True, env=env
+    )
+    assert out.stdout.strip() == f"tether {tether.__version__}, pure Python (no compiled speedups)"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

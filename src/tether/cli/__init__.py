@@ -11,12 +11,19 @@ from tether import __version__
 __all__ = ["main"]
 
 
+def _version() -> str:
+    from tether.ws.frames import SPEEDUPS
+
+    path = "compiled speedups" if SPEEDUPS else "pure Python (no compiled speedups)"
+    return f"tether {__version__}, {path}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``tether`` and its subcommands."""
     from tether.cli import ws
 
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
-    parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     ws.add_parser(commands)

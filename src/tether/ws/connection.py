@@ -16,7 +16,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from tether.errors import ConnectionClosed, InvalidState
 from tether.ws.protocol import (
@@ -128,14 +128,14 @@ class WebSocket(asyncio.Protocol):
     # -------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(self._write_limit)
-        self.remote_address = transport.get_extra_info("peername")
-        self.local_address = transport.get_extra_info("sockname")
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = tcp = cast(asyncio.Transport, transport)
+        tcp.set_write_buffer_limits(self._write_limit)
+        self.remote_address = tcp.get_extra_info("peername")
+        self.local_address = tcp.get_extra_info("sockname")
         out = self._core.data_to_send()
         if out:
-            transport.write(out)
+            tcp.write(out)
 
     def data_received(self, data: bytes) -> None:
         core = self._core

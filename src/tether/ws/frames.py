@@ -8,6 +8,7 @@ masking and the close-frame payload.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 
 from tether.errors import InvalidUtf8, ProtocolError
@@ -75,7 +76,7 @@ def encode_frame(
     return header + mask + apply_mask(payload, mask)
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
+def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
     """XOR data with a four-byte mask (RFC 6455 §5.3); masking and unmasking alike.
 
     Args:
@@ -93,9 +94,30 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
     if offset & 3:
         k = offset & 3
         mask = mask[k:] + mask[:k]
-    # One big-integer XOR runs in C and beats any per-byte loop in Python.
-    key = mask * ((n >> 2) + 1)
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key[:n], "little")).to_bytes(n, "little")
+    if n < 1024:
+        # One big-integer XOR runs in C and beats any per-byte loop in Python.
+        key = mask * ((n >> 2) + 1)
+        return (int.from_bytes(data, "little") ^ int.from_bytes(key[:n], "little")).to_bytes(n, "little")
+    # Larger: each byte lane gets one constant XOR, which bytes.translate does in C
+    # (about twice the big-integer speed at 1 MiB).
+    out = bytearray(n)
+    for lane in range(4):
+        out[lane::4] = bytes(data[lane::4]).translate(_XOR_TABLES[mask[lane]])
+    return bytes(out)
+
+
+_XOR_TABLES = [bytes(i ^ k for i in range(256)) for k in range(256)]
+
+apply_mask = _apply_mask_py
+#: True when the compiled accelerator (tether._speedups) is in use.
+SPEEDUPS = False
+if not os.environ.get("TETHER_NO_SPEEDUPS"):
+    try:
+        from tether._speedups import apply_mask
+    except ImportError:  # no compiler at install time: the pure-Python path
+        pass
+    else:
+        SPEEDUPS = True
 
 
 # RFC 6455 §7.4.1 and the IANA registry: 1012-1014 are registered since.
