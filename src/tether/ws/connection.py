@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, cast
 
 from tether.errors import ConnectionClosed, InvalidState
@@ -35,6 +35,7 @@ logger = logging.getLogger("tether.ws")
 Data = str | bytes
 
 _CLOSED = object()  # marks, in the message queue, where the stream ends
+_OPEN = State.OPEN
 _DEFERRED = object()  # marks, in the message queue, where the peer closed or erred
 
 
@@ -79,6 +80,7 @@ class WebSocket(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._is_lost = False  # self._lost.done(), for the hot path
         self._deferred: Callable[[], None] | None = None
         self._deferred_done = False
         self._exc: BaseException | None = None
@@ -140,10 +142,9 @@ class WebSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         core = self._core
         core.receive_data(data)
-        out = core.data_to_send()
-        if out:
+        if core._out:
             assert self._transport is not None
-            self._transport.write(out)
+            self._transport.write(core.data_to_send())
         self._process_events()
 
     def _process_events(self) -> None:
@@ -155,13 +156,21 @@ class WebSocket(asyncio.Protocol):
             for event in events:
                 kind = type(event)
                 if kind is TextMessage or kind is BinaryMessage:
-                    self._deliver(event.data)  # type: ignore[union-attr]
+                    waiter = self._waiter
+                    if waiter is not None and not waiter.done():
+                        # The queue is empty whenever recv() waits: hand it over directly.
+                        self._waiter = None
+                        waiter.set_result(event.data)  # type: ignore[union-attr]
+                    else:
+                        self._deliver(event.data)  # type: ignore[union-attr]
                 elif kind is Pong:
                     self._pong(event.payload)  # type: ignore[union-attr]
                 elif kind is CloseReceived:
                     self._on_close_frame()
                 else:
                     self._handshake_event(event)
+        if not core._stopped and core.state is _OPEN:
+            return
         if core.error is not None and core.state is not State.CLOSED:
             self._defer(self._fail)
         elif core.state is State.CONNECTING:
@@ -183,6 +192,7 @@ class WebSocket(asyncio.Protocol):
             self._close_timer.cancel()
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
+        self._is_lost = True
         if not self._lost.done():
             self._lost.set_result(None)
         self._deliver(_CLOSED)
@@ -224,14 +234,29 @@ class WebSocket(asyncio.Protocol):
             self._reading_paused = True
             self._transport.pause_reading()
 
-    async def recv(self) -> Data:
-        """Receive the next message: str for text, bytes for binary.
+    def recv(self) -> Coroutine[Any, Any, Data]:
+        """Receive the next message: str for text, bytes for binary (a coroutine).
 
         Raises:
             ConnectionClosed: when the connection is closed; its code and
                 reason say how, and a protocol error of the peer is its __cause__.
             InvalidState: if another coroutine is already waiting in recv().
         """
+        return self._receive(False)
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Data]:
+        """The next message for ``async for``, which ends at a normal close (1000 or 1001).
+
+        Raises:
+            ConnectionClosed: if the connection closed with another code.
+        """
+        return self._receive(True)
+
+    async def _receive(self, iterating: bool) -> Data:
+        # recv() and __anext__() share this body: one coroutine per message, not two.
         messages = self._messages
         if messages:
             item = messages.popleft()
@@ -242,38 +267,26 @@ class WebSocket(asyncio.Protocol):
         else:
             if self._waiter is not None:
                 raise InvalidState("another coroutine is already waiting for a message")
-            if self._lost.done():
-                raise self._closed_exc()
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            try:
-                item = await waiter
-            finally:
-                self._waiter = None
+            if self._is_lost:
+                item = _CLOSED
+            else:
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+                try:
+                    item = await waiter
+                finally:
+                    self._waiter = None
         if item is _DEFERRED:
             self._run_deferred()
             item = _CLOSED
         if item is _CLOSED:
             messages.appendleft(_CLOSED)  # every later recv() raises too
             await self.wait_closed()
-            raise self._closed_exc()
+            closed = self._closed_exc()
+            if iterating and closed.ok:
+                raise StopAsyncIteration
+            raise closed
         return item  # type: ignore[no-any-return]
-
-    def __aiter__(self) -> AsyncIterator[Data]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Data]:
-        """Yield messages until the connection closes normally (1000 or 1001).
-
-        Raises:
-            ConnectionClosed: if it closed with another code.
-        """
-        try:
-            while True:
-                yield await self.recv()
-        except ConnectionClosed as exc:
-            if not exc.ok:
-                raise
 
     # ----------------------------------------------------------------- output
 
@@ -303,12 +316,15 @@ class WebSocket(asyncio.Protocol):
             TypeError: for any other type, or fragments of mixed types.
         """
         core = self._core
-        if core.state is not State.OPEN:
+        if core.state is not _OPEN:
             self._check_sendable()
-        if isinstance(message, str):
+        kind = type(message)
+        if kind is str:
+            core.send_text(message)  # type: ignore[arg-type]
+        elif kind is bytes or isinstance(message, (bytes, bytearray, memoryview)):
+            core.send_binary(message)  # type: ignore[arg-type]
+        elif isinstance(message, str):
             core.send_text(message)
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            core.send_binary(message)
         elif isinstance(message, AsyncIterable):
             await self._send_fragments(message.__aiter__())
             return
@@ -317,10 +333,14 @@ class WebSocket(asyncio.Protocol):
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
-        out = core.data_to_send()
+        out = core._out
+        core._out = []
         transport = self._transport
         assert transport is not None
-        transport.write(out)
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
         if self._writing_paused:
             await self._drain()
 

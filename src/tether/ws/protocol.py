@@ -144,6 +144,8 @@ class HandshakeComplete:
 Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | RequestReceived | HandshakeComplete
 
 _CONTROL_MAX = 125
+# Unmasked headers of whole text and binary frames of 0..125 bytes: the server's hot path.
+_SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
 _HEADER_MAX = 14
 _MASK_POOL = 4096
 
@@ -179,8 +181,10 @@ class Connection:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, not {value}")
         self.is_client = is_client
+        self._mask_bit = 0 if is_client else 0x80  # what incoming frames must have
         self.max_message_size = max_message_size if max_message_size is not None else 2**62
         self.max_frame_size = max_frame_size if max_frame_size is not None else self.max_message_size
+        self._fast_max = min(125, self.max_frame_size, self.max_message_size)
         self.state = state
         #: the peer's protocol violation, once there is one; see fail().
         self.error: ProtocolError | None = None
@@ -191,10 +195,13 @@ class Connection:
         #: True when the peer sent its Close frame before ours.
         self.close_rcvd_then_sent: bool | None = None
         self.eof_received = False
+        # True once input is ignored: after an error, the peer's Close, EOF or CLOSED.
+        self._stopped = False
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._buf = b""
         self._deflate: _deflate.Deflate | None = None
+        self._compress = False  # whether outgoing messages are compressed
         self.deflate_params: _deflate.DeflateParams | None = None
         if deflate is not None:
             self._set_deflate(deflate)
@@ -218,6 +225,7 @@ class Connection:
     def _set_deflate(self, params: _deflate.DeflateParams) -> None:
         self.deflate_params = params
         self._deflate = _deflate.Deflate(params, is_client=self.is_client)
+        self._compress = self._deflate.compress_enabled
 
     # ------------------------------------------------------------------ output
 
@@ -253,7 +261,7 @@ class Connection:
 
         A peer's protocol violation never raises here: it sets `error`.
         """
-        if self.state is State.CLOSED or self.error is not None or self.close_rcvd is not None:
+        if self._stopped:
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(bytes(data))
@@ -266,6 +274,7 @@ class Connection:
             pos = self._parse(data)
         except ProtocolError as exc:
             self.error = exc
+            self._stopped = True
             # Nothing more will be read: free the partial message at once.
             self._buf = b""
             self._msg_parts = []
@@ -279,14 +288,20 @@ class Connection:
             return
         self.eof_received = True
         self.state = State.CLOSED
+        self._stopped = True
 
     def _parse(self, data: bytes) -> int:
         """Consume frames from data; return the offset of the first unconsumed byte."""
-        view = memoryview(data)
+        view = None  # made when a payload is consumed in pieces; the fast path needs none
         end = len(data)
         pos = 0
+        mask_bit = self._mask_bit
+        fast_max = self._fast_max
+        events = self._events
         while pos < end:
             if self._left:
+                if view is None:
+                    view = memoryview(data)
                 n = self._left if self._left <= end - pos else end - pos
                 mask = self._frame_mask
                 if mask is not None:
@@ -306,6 +321,30 @@ class Connection:
             b0 = data[pos]
             b1 = data[pos + 1]
             length = b1 & 0x7F
+            if (
+                (b0 == 0x82 or b0 == 0x81)
+                and length <= fast_max
+                and b1 & 0x80 == mask_bit
+                and not self._msg_opcode
+                and pos + length + (6 if mask_bit else 2) <= end
+            ):
+                # Fast path: a small, whole, unfragmented, uncompressed data frame.
+                if mask_bit:
+                    start = pos + 6
+                    pos = start + length
+                    payload = apply_mask(data[start:pos], data[start - 4 : start])
+                else:
+                    start = pos + 2
+                    pos = start + length
+                    payload = data[start:pos]
+                if b0 == 0x82:
+                    events.append(BinaryMessage(payload))
+                else:
+                    try:
+                        events.append(TextMessage(payload.decode()))
+                    except UnicodeDecodeError as exc:
+                        raise InvalidUtf8("text message is not valid UTF-8") from exc
+                continue
             hlen = 2
             if length == 126:
                 hlen = 4
@@ -432,6 +471,7 @@ class Connection:
         else:
             code, reason = decode_close(payload)
             self.close_rcvd = (code, reason)
+            self._stopped = True
             if self.state is State.OPEN:
                 # The front end answers with acknowledge_close() once the application
                 # has had the messages before this frame (RFC 6455 §5.5.1 lets an
@@ -439,6 +479,7 @@ class Connection:
                 self.close_rcvd_then_sent = True
             else:
                 self.state = State.CLOSED
+                self._stopped = True
             self._msg_parts = []
             self._msg_opcode = 0
             self._events.append(CloseReceived(code, reason))
@@ -461,6 +502,18 @@ class Connection:
             opcode, payload, fin=fin, rsv1=rsv1, mask=self._next_mask() if self.is_client else None
         )
 
+    def _encode_whole(self, first: int, payload: bytes | bytearray | memoryview) -> bytes:
+        """Encode an unfragmented, uncompressed frame; the hot path of sending."""
+        n = len(payload)
+        if self.is_client:
+            mask = self._next_mask()
+            if n < 126:
+                return bytes((first, 0x80 | n)) + mask + apply_mask(payload, mask)
+            return encode_frame(first & 0x0F, payload, mask=mask)
+        if n < 126:
+            return _SMALL_HEADERS[first][n] + payload
+        return encode_frame(first & 0x0F, payload)
+
     def _check_open(self) -> None:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send in state {self.state.name}")
@@ -470,7 +523,7 @@ class Connection:
         if opcode:
             if self._send_opcode:
                 raise InvalidState("a fragmented message is still being sent")
-            compressed = self._deflate is not None and self._deflate.compress_enabled
+            compressed = self._compress
             self._send_compressed = compressed
         else:
             if not self._send_opcode:
@@ -492,7 +545,11 @@ class Connection:
         Raises:
             InvalidState: if the connection is not OPEN or a fragmented message is unfinished.
         """
-        self._send_data(1, data.encode() if isinstance(data, str) else data, fin)
+        payload = data.encode() if isinstance(data, str) else data
+        if fin and self.state is State.OPEN and not self._send_opcode and not self._compress:
+            self._out.append(self._encode_whole(0x81, payload))
+        else:
+            self._send_data(1, payload, fin)
 
     def send_binary(self, data: bytes | bytearray | memoryview, *, fin: bool = True) -> None:
         """Send a binary message, or its first fragment when fin is False.
@@ -500,7 +557,10 @@ class Connection:
         Raises:
             InvalidState: if the connection is not OPEN or a fragmented message is unfinished.
         """
-        self._send_data(2, data, fin)
+        if fin and self.state is State.OPEN and not self._send_opcode and not self._compress:
+            self._out.append(self._encode_whole(0x82, data))
+        else:
+            self._send_data(2, data, fin)
 
     def send_continuation(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
         """Send the next fragment of the message started with fin=False.
@@ -554,6 +614,7 @@ class Connection:
             self.state = State.CLOSING
         else:
             self.state = State.CLOSED
+            self._stopped = True
 
     def acknowledge_close(self) -> None:
         """Answer the peer's Close frame by echoing its code (RFC 6455 §5.5.1).
@@ -587,8 +648,10 @@ class Connection:
             if self.close_rcvd is None:
                 self.close_rcvd_then_sent = False
         self.state = State.CLOSED
+        self._stopped = True
         if self.error is None:
             self.error = ProtocolError(reason or "connection failed", code)
+        self._stopped = True
 
     # -------------------------------------------------------------- handshake
 
@@ -708,6 +771,7 @@ class ClientConnection(Connection):
         except HandshakeError as exc:
             self.handshake_error = exc
             self.state = State.CLOSED
+            self._stopped = True
             return
         self.response = response
         self.state = State.OPEN
@@ -788,6 +852,7 @@ class ServerConnection(Connection):
             if len(self._early) > 65536:
                 self.handshake_error = HandshakeError("data sent before the handshake completed")
                 self.state = State.CLOSED
+                self._stopped = True
             return
         try:
             got = self._head.feed(data)
@@ -919,3 +984,4 @@ class ServerConnection(Connection):
         self.response = Response(status, hdrs, body=data)
         self._out.append(build_response(self.response))
         self.state = State.CLOSED
+        self._stopped = True
