@@ -40,8 +40,7 @@ class ClientWebSocket(WebSocket):
             if not self._opened.done():
                 self._opened.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+    def _closed_while_connecting(self) -> None:
         error = self._core.handshake_error
         if error is not None and not self._opened.done():
             self._opened.set_exception(error)

@@ -171,6 +171,8 @@ class WebSocket(asyncio.Protocol):
                     self._handshake_event(event)
         if not core._stopped and core.state is _OPEN:
             return
+        if core.state is State.CLOSED and core.handshake_error is not None:
+            self._closed_while_connecting()
         if core.error is not None and core.state is not State.CLOSED:
             self._defer(self._fail)
         elif core.state is State.CONNECTING:
@@ -180,6 +182,9 @@ class WebSocket(asyncio.Protocol):
 
     def _handshake_event(self, event: object) -> None:
         """Handle a handshake event; the client and server subclasses override this."""
+
+    def _closed_while_connecting(self) -> None:
+        """The handshake failed; the client overrides this to report it."""
 
     def eof_received(self) -> bool:
         self._core.receive_eof()

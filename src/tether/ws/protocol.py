@@ -145,7 +145,11 @@ Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | RequestRecei
 
 _CONTROL_MAX = 125
 # Unmasked headers of whole text and binary frames of 0..125 bytes: the server's hot path.
+# Keys 0x8081 and 0x8082: the client's, with the mask bit.
 _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
+_SMALL_HEADERS.update(
+    {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
+)
 _HEADER_MAX = 14
 _MASK_POOL = 4096
 
@@ -195,6 +199,8 @@ class Connection:
         #: True when the peer sent its Close frame before ours.
         self.close_rcvd_then_sent: bool | None = None
         self.eof_received = False
+        #: why the opening handshake failed, once it has (the state is then CLOSED).
+        self.handshake_error: HandshakeError | None = None
         # True once input is ignored: after an error, the peer's Close, EOF or CLOSED.
         self._stopped = False
         self._out: list[bytes] = []
@@ -206,7 +212,7 @@ class Connection:
         if deflate is not None:
             self._set_deflate(deflate)
         self._mask_pool = b""
-        self._mask_at = 0
+        self._mask_at = _MASK_POOL  # the pool is drawn on first use
         # Frame being read.
         self._left = 0  # payload bytes of the current data frame still to come
         self._frame_fin = False
@@ -489,7 +495,7 @@ class Connection:
     def _next_mask(self) -> bytes:
         # RFC 6455 §5.3: masking keys from a strong source; drawn 4 KiB at a time.
         at = self._mask_at
-        if at + 4 > len(self._mask_pool):
+        if at + 4 > _MASK_POOL:
             self._mask_pool = os.urandom(_MASK_POOL)
             at = 0
         self._mask_at = at + 4
@@ -508,7 +514,7 @@ class Connection:
         if self.is_client:
             mask = self._next_mask()
             if n < 126:
-                return bytes((first, 0x80 | n)) + mask + apply_mask(payload, mask)
+                return b"".join((_SMALL_HEADERS[first | 0x8000][n], mask, apply_mask(payload, mask)))
             return encode_frame(first & 0x0F, payload, mask=mask)
         if n < 126:
             return _SMALL_HEADERS[first][n] + payload
@@ -726,7 +732,6 @@ class ClientConnection(Connection):
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         self.subprotocol: str | None = None
         self.response: Response | None = None
-        self.handshake_error: HandshakeError | None = None
         self._offer_deflate = deflate
         self._offer_subprotocols = list(subprotocols)
         self._head = _HeadReader(max_head_size)
@@ -841,7 +846,6 @@ class ServerConnection(Connection):
         self.subprotocol: str | None = None
         self.request: Request | None = None
         self.response: Response | None = None
-        self.handshake_error: HandshakeError | None = None
         self._accept_deflate = deflate
         self._head: _HeadReader | None = _HeadReader(max_head_size)
         self._early = b""
