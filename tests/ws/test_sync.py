@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+import tether.tls
 import tether.ws as ws
 from tether.errors import ConnectionClosed, HandshakeError, InvalidState, Timeout
 from tether.ws import sync
@@ -247,3 +249,22 @@ def test_connect_timeout() -> None:
 def test_invalid_url() -> None:
     with pytest.raises(ValueError):
         sync.connect("http://example.com/")
+
+
+def test_wss_with_test_ca(pki) -> None:
+    server_ctx = tether.tls.server_context(pki["cert"], pki["key"])
+    with ServerThread(ssl=server_ctx) as srv:
+        ctx = tether.tls.client_context(ca_file=pki["ca"])
+        url = f"wss://127.0.0.1:{srv.port}/"
+        with sync.connect(url, ssl=ctx, timeout=5, max_size=2**21) as conn:
+            conn.send("secret")
+            assert conn.recv(timeout=5) == "secret"
+            conn.send(b"\x05" * 2**20)  # many TLS records: data pending inside the SSL object
+            assert conn.recv(timeout=5) == b"\x05" * 2**20
+        assert conn.close_code == 1000
+
+
+def test_wss_without_the_ca_fails_verification(pki) -> None:
+    server_ctx = tether.tls.server_context(pki["cert"], pki["key"])
+    with ServerThread(ssl=server_ctx) as srv, pytest.raises(ssl.SSLCertVerificationError):
+        sync.connect(f"wss://127.0.0.1:{srv.port}/", timeout=5)
