@@ -116,11 +116,7 @@ class connect:
         if ssl is not None and not self.uri.secure:
             raise ValueError("ssl given for a ws:// URI")
         self._subprotocols = list(subprotocols or ())
-        items = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
-        auth = self.uri.basic_auth()
-        if auth is not None and not any(k.lower() == "authorization" for k, _ in items):
-            items.append(("Authorization", auth))
-        self._headers = items
+        self._headers = self.uri.request_headers(headers)
         self._origin = origin
         self._deflate = DeflateParams() if compression == "deflate" else None
         self._ssl = ssl

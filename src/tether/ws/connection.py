@@ -116,15 +116,9 @@ class WebSocket(asyncio.Protocol):
         return self._closed_exc().reason
 
     def _closed_exc(self) -> ConnectionClosed:
-        core = self._core
-        if core.close_rcvd is not None:
-            code, reason = core.close_rcvd
-        elif core.error is not None and core.close_sent is not None:
-            code, reason = core.close_sent
-        else:
-            code, reason = 1006, ""
-        exc = ConnectionClosed(code, reason, rcvd_then_sent=core.close_rcvd_then_sent)
-        exc.__cause__ = core.error or self._exc
+        exc = self._core.closed_error()
+        if exc.__cause__ is None:
+            exc.__cause__ = self._exc
         return exc
 
     # -------------------------------------------------------- asyncio.Protocol

@@ -54,18 +54,8 @@ class DeflateParams:
         The offer always includes ``client_max_window_bits`` so that a server
         may lower the client's window (§7.1.2.2).
         """
-        parts = [NAME]
-        if self.server_no_context_takeover:
-            parts.append("server_no_context_takeover")
-        if self.client_no_context_takeover:
-            parts.append("client_no_context_takeover")
-        if self.server_max_window_bits is not None:
-            parts.append(f"server_max_window_bits={self.server_max_window_bits}")
-        if self.client_max_window_bits is not None:
-            parts.append(f"client_max_window_bits={self.client_max_window_bits}")
-        else:
-            parts.append("client_max_window_bits")
-        return "; ".join(parts)
+        text = self.response()
+        return text if self.client_max_window_bits is not None else text + "; client_max_window_bits"
 
     def response(self) -> str:
         """The server's Sec-WebSocket-Extensions answer for these agreed parameters."""

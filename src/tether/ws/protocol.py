@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tether.errors import (
+    ConnectionClosed,
     HandshakeError,
     InvalidState,
     InvalidUtf8,
@@ -248,6 +249,23 @@ class Connection:
         events = self._events
         self._events = []
         return events
+
+    def closed_error(self) -> ConnectionClosed:
+        """The `ConnectionClosed` that tells how this connection ended.
+
+        Its code is the one the peer sent; when none was received, the one
+        this side failed the connection with; else 1006 (dropped). A protocol
+        error of the peer is its __cause__.
+        """
+        if self.close_rcvd is not None:
+            code, reason = self.close_rcvd
+        elif self.error is not None and self.close_sent is not None:
+            code, reason = self.close_sent
+        else:
+            code, reason = 1006, ""
+        exc = ConnectionClosed(code, reason, rcvd_then_sent=self.close_rcvd_then_sent)
+        exc.__cause__ = self.error
+        return exc
 
     def close_expected(self) -> bool:
         """Whether the front end should now close the TCP connection.

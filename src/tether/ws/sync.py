@@ -149,16 +149,7 @@ class WebSocket:
             self._sock.close()
 
     def _closed_exc(self) -> ConnectionClosed:
-        core = self._core
-        if core.close_rcvd is not None:
-            code, reason = core.close_rcvd
-        elif core.error is not None and core.close_sent is not None:
-            code, reason = core.close_sent
-        else:
-            code, reason = 1006, ""
-        exc = ConnectionClosed(code, reason, rcvd_then_sent=core.close_rcvd_then_sent)
-        exc.__cause__ = core.error
-        return exc
+        return self._core.closed_error()
 
     def _next_event(self, timeout: float | None) -> Event:
         deadline = _deadline(timeout)
@@ -424,16 +415,12 @@ def connect(
     """
     uri = parse_uri(url)
     deadline = _deadline(timeout)
-    items = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
-    auth = uri.basic_auth()
-    if auth is not None and not any(k.lower() == "authorization" for k, _ in items):
-        items.append(("Authorization", auth))
     core = ClientConnection(
         uri.host_header,
         uri.path,
         origin=origin,
         subprotocols=list(subprotocols or ()),
-        headers=items,
+        headers=uri.request_headers(headers),
         deflate=DeflateParams() if compression == "deflate" else None,
         max_message_size=max_size,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -42,6 +43,17 @@ class WebSocketURI:
             return None
         token = f"{self.username}:{self.password or ''}".encode()
         return "Basic " + base64.b64encode(token).decode("ascii")
+
+    def request_headers(
+        self, headers: Sequence[tuple[str, str]] | Mapping[str, str] | None
+    ) -> list[tuple[str, str]]:
+        """The caller's headers as pairs, plus Basic auth from the URI unless they set
+        Authorization themselves."""
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        auth = self.basic_auth()
+        if auth is not None and not any(k.lower() == "authorization" for k, _ in items):
+            items.append(("Authorization", auth))
+        return items
 
 
 def parse_uri(uri: str) -> WebSocketURI:
