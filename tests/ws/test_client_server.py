@@ -736,3 +736,29 @@ def test_header_injection_is_refused(headers: dict[str, str]) -> None:
 
     run(main())
     assert seen == []
+
+
+def test_wss_with_client_certificate(pki: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """Mutual TLS: the server asks for a certificate signed by the test CA."""
+
+    async def main() -> None:
+        server_ctx = tether.tls.server_context(pki["cert"], pki["key"], client_ca_file=pki["ca"])
+        async with tether.ws.serve(echo, "127.0.0.1", 0, ssl=server_ctx, ping_interval=None) as srv:
+            url = f"wss://127.0.0.1:{srv.port}/"
+            ctx = tether.tls.client_context(
+                ca_file=pki["ca"], cert_file=pki["client_cert"], key_file=pki["client_key"]
+            )
+            async with connect(url, ssl=ctx) as ws:
+                await ws.send("with a certificate")
+                assert await ws.recv() == "with a certificate"
+                assert ws._transport is not None
+                peer = ws._transport.get_extra_info("ssl_object")
+                assert peer is not None
+            # Without a client certificate the server refuses the TLS handshake.
+            with pytest.raises((ssl.SSLError, ConnectionClosed, ConnectionResetError)):
+                async with connect(url, ssl=tether.tls.client_context(ca_file=pki["ca"])) as ws:
+                    await ws.send("no certificate")
+                    await ws.recv()
+
+    with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+        run(main())

@@ -151,7 +151,6 @@ _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0
 _SMALL_HEADERS.update(
     {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
 )
-_HEADER_MAX = 14
 _MASK_POOL = 4096
 
 
