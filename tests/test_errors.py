@@ -43,3 +43,16 @@ def test_handshake_error() -> None:
     error = errors.HandshakeError("refused", status=403, headers=[("X", "y")], body=b"no")
     assert (error.status, error.headers, error.body) == (403, [("X", "y")], b"no")
     assert errors.HandshakeError("bad").status == 400
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.ProtocolError("x"), 0x82),
+        (errors.ProtocolError("x", reason_code=0x9A), 0x9A),
+        (errors.MalformedPacket("x"), 0x81),
+        (errors.PayloadTooBig("x"), 0x95),
+    ],
+)
+def test_mqtt_reason_codes(error: errors.ProtocolError, code: int) -> None:
+    assert error.reason_code == code

@@ -45,6 +45,7 @@ PINNED = {
         "HandshakeError",
         "InvalidState",
         "InvalidUtf8",
+        "MalformedPacket",
         "PayloadTooBig",
         "ProtocolError",
         "TetherError",

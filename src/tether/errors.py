@@ -3,9 +3,10 @@
 Every error tether raises on its own account derives from `TetherError`::
 
     TetherError
-    ├── ProtocolError      .close_code; the peer broke the protocol
-    │   ├── PayloadTooBig  a frame or message over the configured limit (1009)
-    │   └── InvalidUtf8    a text message or close reason that is not UTF-8 (1007)
+    ├── ProtocolError      .close_code, .reason_code; the peer broke the protocol
+    │   ├── PayloadTooBig  a frame, message or packet over the limit (1009, 0x95)
+    │   ├── InvalidUtf8    text that is not valid UTF-8 (1007)
+    │   └── MalformedPacket  bytes that are not a valid MQTT packet (0x81)
     ├── InvalidState       send_*() at the wrong time (bad arguments raise ValueError)
     ├── ConnectionClosed   .code, .reason; the connection is closed
     ├── HandshakeError     .status, .headers; the opening handshake failed
@@ -25,6 +26,7 @@ __all__ = [
     "HandshakeError",
     "InvalidState",
     "InvalidUtf8",
+    "MalformedPacket",
     "PayloadTooBig",
     "ProtocolError",
     "TetherError",
@@ -41,26 +43,40 @@ class ProtocolError(TetherError):
 
     Attributes:
         close_code: the WebSocket close code this error maps to (RFC 6455 §7.4.1).
+        reason_code: the MQTT 5.0 reason code it maps to (MQTT 5.0 §2.4), sent
+            in the DISCONNECT where the protocol version has one.
     """
 
     close_code: int = 1002
+    reason_code: int = 0x82  # Protocol Error
 
-    def __init__(self, message: str, close_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, close_code: int | None = None, *, reason_code: int | None = None
+    ) -> None:
         super().__init__(message)
         if close_code is not None:
             self.close_code = close_code
+        if reason_code is not None:
+            self.reason_code = reason_code
 
 
 class PayloadTooBig(ProtocolError):
-    """A frame or message is larger than the configured limit."""
+    """A frame, message or packet is larger than the configured limit."""
 
     close_code = 1009
+    reason_code = 0x95  # Packet too large
 
 
 class InvalidUtf8(ProtocolError):
     """A text message or a close reason is not valid UTF-8."""
 
     close_code = 1007
+
+
+class MalformedPacket(ProtocolError):
+    """Bytes that cannot be decoded as a packet of the protocol (MQTT 5.0 §4.13)."""
+
+    reason_code = 0x81  # Malformed Packet
 
 
 class InvalidState(TetherError):
