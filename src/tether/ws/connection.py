@@ -199,6 +199,7 @@ class WebSocket(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(self._closed_exc())
         self._pings.clear()
+        self._ping_sent_at.clear()
         self._wake_writers()
 
     def pause_writing(self) -> None:
