@@ -661,20 +661,14 @@ def test_reconnecting_client_retries_transient_rejection(status: int) -> None:
 
 # Python 3.10's asyncio leaves the server's TLS transport unclosed when a handshake
 # fails (its sslproto was rewritten in 3.11); the warning is asyncio's, not tether's.
-asyncio_310_tls_leak = (
-    pytest.mark.usefixtures("collect_leaked_tls_transports")
-    if sys.version_info < (3, 11)
-    else pytest.mark.usefixtures()
-)
-
-
 @pytest.fixture
 def collect_leaked_tls_transports() -> Iterator[None]:
-    """Collect the leaked transports inside the test that leaked them, warnings ignored."""
+    """On 3.10, collect the leaked transports inside the test that leaked them, warnings ignored."""
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    if sys.version_info < (3, 11):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 @contextlib.asynccontextmanager
@@ -699,7 +693,7 @@ def test_wss_with_test_ca(pki: dict[str, Path], server_hostname: str | None) -> 
     run(main())
 
 
-@asyncio_310_tls_leak
+@pytest.mark.usefixtures("collect_leaked_tls_transports")
 def test_wss_without_the_ca_fails_verification(
     pki: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -718,7 +712,7 @@ def test_wss_without_the_ca_fails_verification(
         run(main())
 
 
-@asyncio_310_tls_leak
+@pytest.mark.usefixtures("collect_leaked_tls_transports")
 def test_wss_with_wrong_host_name_fails_verification(
     pki: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -761,7 +755,7 @@ def test_header_injection_is_refused(headers: dict[str, str]) -> None:
     assert seen == []
 
 
-@asyncio_310_tls_leak
+@pytest.mark.usefixtures("collect_leaked_tls_transports")
 def test_wss_with_client_certificate(pki: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     """Mutual TLS: the server asks for a certificate signed by the test CA."""
 
