@@ -14,7 +14,7 @@ from typing import Any, Literal
 from tether.errors import ConnectionClosed, HandshakeError
 from tether.ws.connection import WebSocket
 from tether.ws.deflate import DeflateParams
-from tether.ws.handshake import Request, Response
+from tether.ws.handshake import Headers, Request, Response
 from tether.ws.protocol import RequestReceived, ServerConnection, State
 
 __all__ = ["Server", "ServerWebSocket", "serve"]
@@ -62,13 +62,16 @@ class ServerWebSocket(WebSocket):
             answer = self._server.process_request(request)
             if inspect.isawaitable(answer):
                 answer = await answer
+            if answer is not None and not isinstance(answer, Response):
+                raise TypeError(f"process_request returned {type(answer).__name__}, not Response or None")
         except Exception:
             logger.exception("process_request failed")
-            answer = Response(500, _headers(), body=b"Internal Server Error\n")
+            answer = Response(
+                500, Headers([("Content-Type", "text/plain; charset=utf-8")]), body=b"Internal Server Error\n"
+            )
         if self._core.state is not State.CONNECTING or self._lost.done():
             return
         if answer is not None:
-            assert isinstance(answer, Response)
             self._core.reject(answer.status, answer.body, headers=list(answer.headers))
             self._write()
             if self._transport is not None:
@@ -116,12 +119,6 @@ class ServerWebSocket(WebSocket):
             self._process_task.cancel()  # the client left during process_request
         if self.handler_task is None:
             self._server._connections.discard(self)
-
-
-def _headers() -> Any:
-    from tether.ws.handshake import Headers
-
-    return Headers([("Content-Type", "text/plain; charset=utf-8")])
 
 
 class Server:
