@@ -40,10 +40,9 @@ def client_context(
     Raises:
         OSError: if a file cannot be read; ssl.SSLError if it is not valid PEM.
     """
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if ca_file is not None:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca_file))
-    elif not _system_store_present():
+    cafile = os.fspath(ca_file) if ca_file is not None else None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    if cafile is None and not _system_store_present():
         try:
             import certifi
         except ImportError:  # pragma: no cover - certifi is a dependency

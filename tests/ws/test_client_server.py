@@ -780,3 +780,16 @@ def test_wss_with_client_certificate(pki: dict[str, Path], caplog: pytest.LogCap
 
     with caplog.at_level(logging.CRITICAL, logger="asyncio"):
         run(main())
+
+
+def test_wss_with_verification_off(pki: dict[str, Path]) -> None:
+    """verify=False is the explicit, documented way to skip checks (tests, lab setups)."""
+
+    async def main() -> None:
+        async with tls_server(pki) as port:
+            ctx = tether.tls.client_context(verify=False)
+            async with connect(f"wss://127.0.0.1:{port}/", ssl=ctx, server_hostname="example.com") as ws:
+                await ws.send("unverified")
+                assert await ws.recv() == "unverified"
+
+    run(main())
