@@ -268,3 +268,55 @@ def test_wss_without_the_ca_fails_verification(pki) -> None:
     server_ctx = tether.tls.server_context(pki["cert"], pki["key"])
     with ServerThread(ssl=server_ctx) as srv, pytest.raises(ssl.SSLCertVerificationError):
         sync.connect(f"wss://127.0.0.1:{srv.port}/", timeout=5)
+
+
+def test_close_from_another_thread_wakes_a_blocked_send() -> None:
+    """A peer that never reads: send() blocks; close() elsewhere ends it, no hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def fake_server() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        lines = head.split(b"\r\n")
+        key = next(v.split(b": ")[1] for v in lines if v.lower().startswith(b"sec-websocket-key"))
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+        )
+        # ... and never reads again.
+
+    thread = threading.Thread(target=fake_server)
+    thread.start()
+    conn = sync.connect(f"ws://127.0.0.1:{port}/", timeout=5, close_timeout=0.5)
+    thread.join(5)
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            for _ in range(10_000):
+                conn.send(b"x" * 65536)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=sender)
+    writer.start()
+    try:
+        started = time.monotonic()
+        while writer.is_alive() and time.monotonic() - started < 0.5:
+            writer.join(0.05)  # let the kernel buffers fill up
+        assert writer.is_alive(), "the peer should have stopped taking data"
+        conn.close()
+        writer.join(10)
+        assert not writer.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], ConnectionClosed)
+    finally:
+        for sock in accepted:
+            sock.close()
+        listener.close()

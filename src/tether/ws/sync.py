@@ -341,13 +341,20 @@ class WebSocket:
             ValueError: if the code may not be sent or the reason is too long.
         """
         encode_close(code, reason)  # check the arguments before anything else
-        with self._core_lock:
-            if self._core.state is State.OPEN and not self._closed.is_set():
-                self._core.send_close(code, reason)
-                try:
-                    self._write_out(_deadline(self._close_timeout))
-                except (Timeout, ConnectionClosed):
-                    self._finish()
+        if self._core_lock.acquire(timeout=self._close_timeout):
+            try:
+                if self._core.state is State.OPEN and not self._closed.is_set():
+                    self._core.send_close(code, reason)
+                    try:
+                        self._write_out(_deadline(self._close_timeout))
+                    except (Timeout, ConnectionClosed):
+                        self._finish()
+            finally:
+                self._core_lock.release()
+        else:
+            # A send() in another thread is stuck on a peer that does not read: wake it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         if self._recv_lock.acquire(timeout=self._close_timeout):
             # No reader in another thread (or it is done): read until the peer's Close.
             try:
