@@ -19,8 +19,10 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[tuple[str, ...]] = [
     # shared, stdlib only
     ("tether", "tether.errors", "tether.backoff", "tether.tls", "tether._speedups"),
-    # protocol cores and their I/O front ends
-    ("tether.ws", "tether.mqtt", "tether.http"),
+    # protocol cores and their I/O front ends; MQTT runs over WebSocket and the HTTP
+    # server upgrades to it, so WebSocket sits below them
+    ("tether.ws",),
+    ("tether.mqtt", "tether.http"),
     # RPC over the protocols; configuration (stdlib, YAML)
     ("tether.rpc", "tether.config"),
     # device runtime; dashboard assets
@@ -39,6 +41,8 @@ CORE_MODULES = [
     "tether.ws.handshake",
     "tether.ws.deflate",
     "tether.ws.uri",
+    "tether.mqtt.packets",
+    "tether.mqtt.protocol",
 ]
 CORE_FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "time", "selectors"}
 
