@@ -801,14 +801,15 @@ def test_session_lost_respects_new_receive_maximum():
     for i in range(3):
         conn.publish("t", bytes([i]), qos=1)
     conn.connection_lost()
-    with pytest.raises(InvalidState):
-        conn.publish("t", qos=1)
+    with pytest.raises(InvalidState, match="qos 0"):
+        conn.publish("t", qos=0)
+    assert conn.publish("t", b"\x03", qos=1) == 4  # offline: waits in the session's queue
     conn.connect(now=1.0)
     broker = Broker(conn)
     broker.received()
     broker.send(ConnAck(False, RC.SUCCESS, Properties(receive_maximum=1)))
     assert broker.received() == [Publish("t", b"\x00", 1, packet_id=1)]
-    assert [p.queued for p in conn.pending()] == [False, True, True]
+    assert [p.queued for p in conn.pending()] == [False, True, True, True]
 
 
 def test_first_connect_never_says_session_lost():
@@ -1007,3 +1008,170 @@ def test_random_bytes_after_connack(version, data, auto_ack):
         if isinstance(event, Message) and event.qos and conn.state is State.CONNECTED:
             conn.ack(event)
     conn.data_to_send()
+
+
+# --- publishing while not connected, durable session state --------------------------------
+
+
+def resume(conn: Connection, connack: ConnAck, now: float = 1.0) -> Broker:
+    conn.connection_lost()
+    conn.connect(now=now, clean_start=False)
+    broker = Broker(conn)
+    broker.received()
+    broker.send(connack, now=now)
+    return broker
+
+
+def test_publish_before_the_first_connect_goes_out_after_connack():
+    conn = Connection("c")
+    assert conn.publish("t", b"a", qos=1) == 1
+    assert conn.publish("t", b"b", qos=2) == 2
+    assert conn.data_to_send() == b""
+    assert [p.queued for p in conn.pending()] == [True, True]
+    conn.connect(now=0)
+    broker = Broker(conn)
+    [hello] = broker.received()
+    assert isinstance(hello, Connect)
+    broker.send(ConnAck())
+    assert broker.received() == [Publish("t", b"a", 1, packet_id=1), Publish("t", b"b", 2, packet_id=2)]
+
+
+def test_offline_queue_is_bounded():
+    conn = Connection("c", max_pending=2)
+    conn.publish("t", qos=1)
+    conn.publish("t", qos=1)
+    with pytest.raises(PendingQueueFull):
+        conn.publish("t", qos=1)
+
+
+@pytest.mark.parametrize(
+    ("connack", "kwargs", "code"),
+    [
+        (ConnAck(properties=Properties(maximum_qos=1)), {"qos": 2}, RC.QOS_NOT_SUPPORTED),
+        (ConnAck(properties=Properties(retain_available=False)), {"qos": 1, "retain": True}, 0x9A),
+        (ConnAck(properties=Properties(maximum_packet_size=20)), {"qos": 1, "payload": b"x" * 50}, 0x95),
+    ],
+)
+def test_offline_publish_the_server_does_not_support_ends_with_a_reason(connack, kwargs, code):
+    conn = Connection("c", track_changes=True)
+    payload = kwargs.pop("payload", b"x")
+    packet_id = conn.publish("t", payload, **kwargs)
+    conn.connect(now=0)
+    broker = Broker(conn)
+    broker.received()
+    events = broker.send(connack)
+    assert events[1:] == [Published(packet_id, code)]
+    assert broker.received() == []
+    assert conn.pending() == ()
+    assert conn.session_changes()[-1].kind == "done"
+
+
+def test_session_changes_follow_every_flow():
+    conn, broker = connect(track_changes=True)
+    assert conn.session_changes() == []
+    one = conn.publish("a", b"1", qos=1)
+    two = conn.publish("b", b"2", qos=2)
+    conn.publish("c", b"0", qos=0)
+    changes = conn.session_changes()
+    assert [(c.kind, c.packet_id) for c in changes] == [("add", one), ("add", two)]
+    assert changes[0].publish == Publish("a", b"1", 1, packet_id=one)
+    broker.send(PubAck(one), PubRec(two), PubRec(two))
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("done", one), ("release", two)]
+    broker.send(PubComp(two))
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("done", two)]
+    broker.send(Publish("in", b"x", 2, packet_id=7), Publish("in", b"y", 1, packet_id=8))
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("received", 7)]
+    broker.send(PubRel(7), PubRel(7))
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("released", 7)]
+
+
+def test_session_changes_with_manual_ack_and_a_lost_session():
+    conn, broker = connect(track_changes=True, auto_ack=False)
+    [message] = broker.send(Publish("in", b"x", 2, packet_id=7))
+    assert conn.session_changes() == []  # not acknowledged: the server will send it again
+    conn.ack(message)
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("received", 7)]
+    sent = conn.publish("t", b"q", qos=2)
+    broker.send(PubRec(sent))
+    conn.session_changes()
+    resume(conn, ConnAck(False))
+    assert [(c.kind, c.packet_id) for c in conn.session_changes()] == [("clear_received", 0), ("done", sent)]
+
+
+def test_changes_are_not_recorded_by_default():
+    conn, broker = connect()
+    conn.publish("t", qos=1)
+    assert conn.session_changes() == []
+
+
+def test_restore_resends_and_releases_in_order():
+    restored = Connection("c", track_changes=True)
+    restored.restore(
+        [
+            PendingPublish(Publish("t", b"released", 2, packet_id=5), released=True),
+            PendingPublish(Publish("t", b"sent", 1, dup=True, packet_id=6)),
+            PendingPublish(Publish("t", b"queued", 2, packet_id=9), queued=True),
+        ],
+        received_qos2=[3],
+    )
+    assert restored.publish("t", b"new", qos=1) == 10
+    restored.connect(now=0, clean_start=False)
+    broker = Broker(restored)
+    broker.received()
+    events = broker.send(ConnAck(True))
+    assert events == [Connected(True)]
+    assert broker.received() == [
+        PubRel(5),
+        Publish("t", b"sent", 1, packet_id=6),
+        Publish("t", b"queued", 2, packet_id=9),
+        Publish("t", b"new", 1, packet_id=10),
+    ]
+    # The incoming QoS 2 publish 3 was delivered before the restart: not again.
+    assert broker.send(Publish("in", b"again", 2, dup=True, packet_id=3)) == []
+    assert broker.received() == [PubRec(3)]
+
+
+def test_restore_then_session_lost_counts_released_as_delivered():
+    conn = Connection("c")
+    conn.restore([PendingPublish(Publish("t", b"r", 2, packet_id=5), released=True)], [3])
+    conn.connect(now=0, clean_start=False)
+    broker = Broker(conn)
+    broker.received()
+    assert broker.send(ConnAck(False)) == [Connected(False, Properties(), True), Published(5)]
+    assert broker.send(Publish("in", b"new", 2, packet_id=3)) == [Message("in", b"new", 2, packet_id=3)]
+
+
+def test_restore_refuses_bad_state():
+    conn = Connection("c")
+    with pytest.raises(ValueError, match="packet id"):
+        conn.restore([PendingPublish(Publish("t", b"", 0))])
+    with pytest.raises(ValueError, match="twice"):
+        conn.restore([PendingPublish(Publish("t", b"", 1, packet_id=1))] * 2)
+    conn.publish("t", qos=1)
+    with pytest.raises(InvalidState, match="session state"):
+        conn.restore([])
+    connected, _ = connect()
+    with pytest.raises(InvalidState, match="CONNECTED"):
+        connected.restore([])
+
+
+def test_restore_of_nothing_is_a_fresh_session():
+    conn = Connection("c")
+    conn.restore([], [])
+    conn.connect(now=0)
+    broker = Broker(conn)
+    broker.received()
+    assert broker.send(ConnAck(False)) == [Connected(False)]
+
+
+def test_large_publish_in_small_chunks_keeps_only_the_tail():
+    conn, broker = connect()
+    payload = bytes(range(256)) * 400
+    wire = broker.wire(Publish("big", payload), Publish("small", b"s"))
+    events = []
+    for at in range(0, len(wire), 1000):
+        conn.receive_data(memoryview(wire)[at : at + 1000], now=0)
+        events += conn.events_received()
+        assert len(conn._buffer) < len(wire)
+    assert events == [Message("big", payload), Message("small", b"s")]
+    assert len(conn._buffer) == 0

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Literal
 
 from tether.errors import InvalidState, ProtocolError
 from tether.mqtt.packets import (
@@ -68,7 +68,8 @@ from tether.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
     Will,
-    decode,
+    _decode_body,
+    _decode_fixed_header,
     encode,
     validate_filter,
     validate_topic,
@@ -87,6 +88,7 @@ __all__ = [
     "PendingQueueFull",
     "PongReceived",
     "Published",
+    "SessionChange",
     "State",
     "Subscribed",
     "Unsubscribed",
@@ -248,6 +250,29 @@ class PendingPublish:
     released: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """One change to the session state a durable store keeps (``track_changes=True``).
+
+    Apply them in order, and make them durable before writing the `data_to_send()` that
+    follows them: then a process that dies at any point restarts from a state the server
+    agrees with (see `Connection.restore()`).
+
+    ``kind`` is one of:
+        ``"add"``: ``publish`` (QoS 1 or 2, with its packet identifier) joined the session.
+        ``"release"``: PUBREC arrived for QoS 2 publish ``packet_id``; PUBREL follows.
+        ``"done"``: outgoing publish ``packet_id`` is finished (see `Published`).
+        ``"received"``: incoming QoS 2 publish ``packet_id`` was received and PUBREC
+            follows: until PUBREL, a resent PUBLISH with this identifier is not delivered.
+        ``"released"``: incoming QoS 2 publish ``packet_id`` got PUBREL: forget it.
+        ``"clear_received"``: the server lost the session: forget every incoming one.
+    """
+
+    kind: Literal["add", "release", "done", "received", "released", "clear_received"]
+    packet_id: int = 0
+    publish: Publish | None = None
+
+
 @dataclass
 class _Flight:
     publish: Publish
@@ -278,6 +303,8 @@ class Connection:
         use_topic_aliases: use outgoing topic aliases, up to the server's maximum (5.0).
         ping_timeout: seconds to wait for an answer to PINGREQ; by default half the keep
             alive, at least 1 s.
+        track_changes: record every change of the session state for a durable store;
+            collect them with `session_changes()`.
 
     Raises:
         ValueError: if an argument is out of range or the CONNECT could not be encoded.
@@ -301,6 +328,7 @@ class Connection:
         auto_ack: bool = True,
         use_topic_aliases: bool = False,
         ping_timeout: float | None = None,
+        track_changes: bool = False,
     ) -> None:
         if version not in (MQTT_3_1_1, MQTT_5):
             raise ValueError(f"MQTT version {version!r} is not 4 (3.1.1) or 5 (5.0)")
@@ -347,7 +375,9 @@ class Connection:
         self.error: ProtocolError | None = None
         self._out = bytearray()
         self._events: list[Event] = []
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._track = track_changes
+        self._changes: list[SessionChange] = []
         self._connected_before = False
         self._sent_clean_start = clean_start
         # Session state (§4.1), kept across connection_lost().
@@ -465,7 +495,7 @@ class Connection:
         """
         self.state = State.DISCONNECTED
         self._out.clear()
-        self._buffer = b""
+        self._buffer.clear()
         self._requests.clear()
         self._unacked_qos1.clear()
         self._aliases_in.clear()
@@ -520,7 +550,9 @@ class Connection:
         """Publish an application message (MQTT 5.0 §3.3).
 
         QoS 1 and 2 publishes beyond the server's Receive Maximum wait in a queue and are
-        sent as acknowledgements free a slot (5.0 §4.9).
+        sent as acknowledgements free a slot (5.0 §4.9). They belong to the session, so
+        they may also be made while not connected: they wait in the same queue and go
+        out after the next CONNACK.
 
         Args:
             topic, payload, qos, retain, properties: the message. ``topic_alias`` and
@@ -533,15 +565,17 @@ class Connection:
             None at QoS 0.
 
         Raises:
-            InvalidState: unless CONNECTED.
+            InvalidState: at QoS 0 unless CONNECTED.
             PendingQueueFull: if the publish would wait and ``max_pending`` are waiting.
             ValueError: for an invalid topic, QoS, properties, or QoS or retain the server
                 does not support, or a packet over the server's Maximum Packet Size.
         """
-        self._check_state(State.CONNECTED, what="publish()")
         validate_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError(f"qos {qos!r} is not 0, 1 or 2")
+        connected = self.state is State.CONNECTED
+        if not qos and not connected:
+            raise InvalidState(f"publish() at qos 0 in state {self.state.name}")
         props = properties or _NO_PROPERTIES
         if props.topic_alias is not None:
             raise ValueError("topic_alias is managed by the connection (use_topic_aliases)")
@@ -554,7 +588,9 @@ class Connection:
         if retain and not self.server_retain_available:
             raise ValueError("the server does not support retained messages")  # §3.2.2.3.5
         # 5.0 §4.9: beyond the server's Receive Maximum, QoS 1 and 2 publishes wait.
-        waits = bool(qos) and (bool(self._queue) or len(self._in_flight) >= self.server_receive_maximum)
+        waits = bool(qos) and (
+            not connected or bool(self._queue) or len(self._in_flight) >= self.server_receive_maximum
+        )
         if waits and len(self._queue) >= self.max_pending:
             raise PendingQueueFull(f"{len(self._queue)} publishes already wait for a send slot")
         packet_id = self._allocate_id() if qos else None
@@ -562,6 +598,8 @@ class Connection:
         self._encode(packet)  # a caller's mistake raises here, before any state changes
         if packet_id is not None:
             self._use_id(packet_id)
+            if self._track:
+                self._changes.append(SessionChange("add", packet_id, packet))
         if waits and packet_id is not None:
             self._queue.append(packet)
             self._queued_ids.add(packet_id)
@@ -673,6 +711,8 @@ class Connection:
                 del self._qos2_received[packet_id]
             else:
                 self._qos2_received[packet_id] = True
+                if self._track:
+                    self._changes.append(SessionChange("received", packet_id))
 
     def pending(self) -> tuple[PendingPublish, ...]:
         """The outgoing QoS 1 and 2 publishes not yet done, in the order they were made.
@@ -681,6 +721,53 @@ class Connection:
         """
         flights = tuple(PendingPublish(f.publish, False, f.released) for f in self._in_flight.values())
         return flights + tuple(PendingPublish(p, True) for p in self._queue)
+
+    def session_changes(self) -> list[SessionChange]:
+        """Return the session changes since the last call, in order, and forget them.
+
+        Empty unless the connection was made with ``track_changes=True``.
+        """
+        changes, self._changes = self._changes, []
+        return changes
+
+    def restore(self, pending: Iterable[PendingPublish], received_qos2: Iterable[int] = ()) -> None:
+        """Load session state a durable store kept, before the first `connect()`.
+
+        Args:
+            pending: the outgoing QoS 1 and 2 publishes not yet done, in order; those
+                with ``released`` wait for PUBCOMP, the others are sent (again, with the
+                same packet identifier) after the next CONNACK.
+            received_qos2: packet identifiers of incoming QoS 2 publishes received (PUBREC
+                sent) and not yet released.
+
+        Raises:
+            InvalidState: unless DISCONNECTED with no session state yet.
+            ValueError: for a publish without a packet identifier or a repeated one.
+        """
+        self._check_state(State.DISCONNECTED, what="restore()")
+        if self._in_flight or self._queue or self._qos2_received:
+            raise InvalidState("restore() into a connection that already has session state")
+        flights: OrderedDict[int, _Flight] = OrderedDict()
+        queue: deque[Publish] = deque()
+        for item in pending:
+            packet = item.publish
+            packet_id = packet.packet_id
+            if packet_id is None or packet.qos not in (1, 2):
+                raise ValueError(f"publish to {packet.topic!r} is not a qos 1 or 2 publish with a packet id")
+            if packet_id in flights or any(p.packet_id == packet_id for p in queue):
+                raise ValueError(f"packet identifier {packet_id} appears twice")
+            if item.released and packet.qos == 2:
+                flights[packet_id] = _Flight(packet, released=True)
+            else:
+                queue.append(replace(packet, dup=False))
+        self._in_flight = flights
+        self._queue = queue
+        self._queued_ids = _in_flight_ids(list(queue))
+        self._qos2_received = dict.fromkeys(received_qos2, True)
+        used = [*flights, *self._queued_ids, *self._qos2_received]
+        if used:
+            self._connected_before = True
+            self._next_id = max(flights.keys() | self._queued_ids, default=0) % _MAX_PACKET_ID + 1
 
     # --- internals: sending --------------------------------------------------------------
 
@@ -735,10 +822,34 @@ class Connection:
             self._in_flight[packet.packet_id] = _Flight(packet)
 
     def _flush_queue(self, now: float | None) -> None:
+        if self.state is not State.CONNECTED:
+            return
         while self._queue and len(self._in_flight) < self.server_receive_maximum:
             packet = self._queue.popleft()
             self._queued_ids.discard(packet.packet_id)
-            self._transmit(packet, now)
+            # A publish made while not connected meets this server's limits only now.
+            code = self._refusal(packet)
+            if code is None:
+                self._transmit(packet, now)
+            else:
+                self._done(packet.packet_id or 0, code, _NO_PROPERTIES)
+
+    def _refusal(self, packet: Publish) -> ReasonCode | None:
+        # The reason code a server would give for a publish it does not support (5.0 §4.13).
+        if packet.qos > self.server_maximum_qos:
+            return ReasonCode.QOS_NOT_SUPPORTED
+        if packet.retain and not self.server_retain_available:
+            return ReasonCode.RETAIN_NOT_SUPPORTED
+        try:
+            self._encode(packet)
+        except ValueError:
+            return ReasonCode.PACKET_TOO_LARGE
+        return None
+
+    def _done(self, packet_id: int, code: int, properties: Properties) -> None:
+        self._events.append(Published(packet_id, code, properties))
+        if self._track:
+            self._changes.append(SessionChange("done", packet_id))
 
     def _fail(self, error: ProtocolError) -> None:
         self.error = error
@@ -766,21 +877,31 @@ class Connection:
             raise InvalidState("receive_data() in state DISCONNECTED")
         if self.state is State.CLOSED or not data:
             return
-        buffer = self._buffer + bytes(data)
+        # Parse in place; only the tail of an incomplete packet is kept (copied once).
+        buffer = self._buffer
+        source: bytes | bytearray | memoryview = data
+        if buffer:
+            buffer += data
+            source = buffer
         at = 0
         try:
-            while self.state is State.CONNECTING or self.state is State.CONNECTED:
-                result = decode(memoryview(buffer)[at:], self.version, max_size=self.max_packet_size)
-                if result is None:
-                    break
-                packet, size = result
-                at += size
-                self._ping_sent = None  # any packet shows the server is alive
-                self._handle(packet, now)
+            with memoryview(source) as view:
+                size = len(view)
+                while self.state is State.CONNECTING or self.state is State.CONNECTED:
+                    header = _decode_fixed_header(view, at, self.max_packet_size, self.version)
+                    if header is None or header[2] > size:
+                        break
+                    packet = _decode_body(view, header, self.version)
+                    at = header[2]
+                    self._ping_sent = None  # any packet shows the server is alive
+                    self._handle(packet, now)
         except ProtocolError as exc:
             self._fail(exc)
         # Once CLOSED, input is ignored and connection_lost() clears the buffer.
-        self._buffer = buffer[at:]
+        if source is buffer:
+            del buffer[:at]
+        elif at < len(data):
+            buffer += memoryview(data)[at:]
 
     def _handle(self, packet: Packet, now: float) -> None:
         if isinstance(packet, ConnAck):
@@ -857,12 +978,14 @@ class Connection:
                     self._send(replace(flight.publish, dup=True), now)
         else:
             # The server has no session: its packet identifiers and QoS 2 state are gone.
+            if self._qos2_received and self._track:
+                self._changes.append(SessionChange("clear_received"))
             self._qos2_received.clear()
             restart: list[Publish] = []
             for packet_id, flight in self._in_flight.items():
                 if flight.released:
                     # PUBREC said the server owns the message (§4.3.3): it is delivered.
-                    self._events.append(Published(packet_id))
+                    self._done(packet_id, ReasonCode.SUCCESS, _NO_PROPERTIES)
                 else:
                     restart.append(flight.publish)
             self._in_flight.clear()
@@ -919,11 +1042,13 @@ class Connection:
         else:
             self._qos2_received[packet_id] = self.auto_ack
             if self.auto_ack:
+                if self._track:
+                    self._changes.append(SessionChange("received", packet_id))
                 self._send(PubRec(packet_id), now)
 
     def _finish(self, packet_id: int, code: int, properties: Properties, now: float) -> None:
         del self._in_flight[packet_id]
-        self._events.append(Published(packet_id, code, properties))
+        self._done(packet_id, code, properties)
         self._flush_queue(now)
 
     def _handle_puback(self, packet: PubAck, now: float) -> None:
@@ -950,6 +1075,8 @@ class Connection:
             self._finish(packet_id, packet.reason_code, packet.properties, now)
             return
         # 5.0 §4.3.3: answer PUBREC with PUBREL (again, for a repeated PUBREC).
+        if not flight.released and self._track:
+            self._changes.append(SessionChange("release", packet_id))
         flight.released = True
         self._send(PubRel(packet_id), now)
 
@@ -957,8 +1084,11 @@ class Connection:
         # 5.0 §4.3.3: answer every PUBREL with PUBCOMP and forget the
         # identifier; 5.0 §3.7.2.1: with 0x92 when it was not known.
         code = ReasonCode.SUCCESS
-        if self._qos2_received.pop(packet.packet_id, None) is None and self.version == MQTT_5:
-            code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        if self._qos2_received.pop(packet.packet_id, None) is None:
+            if self.version == MQTT_5:
+                code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        elif self._track:
+            self._changes.append(SessionChange("released", packet.packet_id))
         self._send(PubComp(packet.packet_id, code), now)
 
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
