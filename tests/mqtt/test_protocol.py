@@ -1099,7 +1099,7 @@ def test_session_changes_with_manual_ack_and_a_lost_session():
 
 
 def test_changes_are_not_recorded_by_default():
-    conn, broker = connect()
+    conn, _ = connect()
     conn.publish("t", qos=1)
     assert conn.session_changes() == []
 
