@@ -56,3 +56,9 @@ def test_handshake_error() -> None:
 )
 def test_mqtt_reason_codes(error: errors.ProtocolError, code: int) -> None:
     assert error.reason_code == code
+
+
+def test_refused_carries_the_reason_code() -> None:
+    refused = errors.Refused("not authorized", 0x87)
+    assert refused.reason_code == 0x87
+    assert str(refused) == "not authorized"

@@ -13,6 +13,7 @@ import pytest
 
 import tether
 import tether.errors
+import tether.mqtt
 import tether.ws
 
 PINNED = {
@@ -48,8 +49,30 @@ PINNED = {
         "MalformedPacket",
         "PayloadTooBig",
         "ProtocolError",
+        "Refused",
         "TetherError",
         "Timeout",
+    ],
+    "tether.mqtt": [
+        "Client",
+        "Connected",
+        "ConnectionClosed",
+        "InvalidState",
+        "MQTT_3_1_1",
+        "MQTT_5",
+        "Message",
+        "MessageStream",
+        "Outbox",
+        "OutboxEntry",
+        "OutboxFull",
+        "Properties",
+        "ProtocolError",
+        "ReasonCode",
+        "Refused",
+        "Subscription",
+        "Timeout",
+        "Will",
+        "topic_matches",
     ],
 }
 

@@ -10,6 +10,7 @@ Every error tether raises on its own account derives from `TetherError`::
     ├── InvalidState       send_*() at the wrong time (bad arguments raise ValueError)
     ├── ConnectionClosed   .code, .reason; the connection is closed
     ├── HandshakeError     .status, .headers; the opening handshake failed
+    ├── Refused            .reason_code; an MQTT server said no (CONNACK, SUBACK, PUBACK)
     └── Timeout            also a builtin TimeoutError
 
 A peer's mistake never raises inside a protocol core's ``receive_data()``: the
@@ -29,6 +30,7 @@ __all__ = [
     "MalformedPacket",
     "PayloadTooBig",
     "ProtocolError",
+    "Refused",
     "TetherError",
     "Timeout",
 ]
@@ -129,6 +131,19 @@ class HandshakeError(TetherError):
         self.status = status
         self.headers = list(headers)
         self.body = body
+
+
+class Refused(TetherError):
+    """An MQTT server refused a request: a connection, a subscription or a publish.
+
+    Attributes:
+        reason_code: the MQTT 5.0 reason code (0x80 and above), or in 3.1.1 the
+            CONNACK return code (1-5) or 0x80 for a refused subscription.
+    """
+
+    def __init__(self, message: str, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 class Timeout(TetherError, TimeoutError):

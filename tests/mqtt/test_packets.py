@@ -45,6 +45,7 @@ from tether.mqtt.packets import (
     encode_string,
     encode_string_pair,
     encode_varint,
+    topic_matches,
     validate_filter,
     validate_topic,
 )
@@ -1000,3 +1001,30 @@ def test_random_bytes_give_packets_or_a_protocol_error(version: int, chunks: lis
     except ProtocolError as exc:
         assert type(exc) in (ProtocolError, MalformedPacket, PayloadTooBig)
     assert reader.buffered <= 64
+
+
+@pytest.mark.parametrize(
+    ("filter", "topic", "expected"),
+    [
+        ("a/b", "a/b", True),
+        ("a/b", "a/c", False),
+        ("a/+", "a/b", True),
+        ("a/+", "a/b/c", False),
+        ("a/+", "a", False),
+        ("a/#", "a", True),
+        ("a/#", "a/b/c", True),
+        ("a/#", "b", False),
+        ("#", "a/b", True),
+        ("+/+", "/a", True),
+        ("+", "/a", False),
+        ("#", "$SYS/uptime", False),
+        ("+/uptime", "$SYS/uptime", False),
+        ("$SYS/#", "$SYS/uptime", True),
+        ("$share/g/a/+", "a/b", True),
+        ("$share/g/a/+", "b/b", False),
+        ("a/+/c", "a//c", True),
+        ("sport/tennis/+", "sport/tennis", False),
+    ],
+)
+def test_topic_matches(filter: str, topic: str, expected: bool) -> None:
+    assert topic_matches(filter, topic) is expected

@@ -57,6 +57,7 @@ __all__ = [
     "encode_string",
     "encode_string_pair",
     "encode_varint",
+    "topic_matches",
     "validate_filter",
     "validate_topic",
 ]
@@ -416,6 +417,30 @@ def validate_filter(filter: str) -> None:
     problem = _filter_problem(filter)
     if problem is not None:
         raise ValueError(problem)
+
+
+def topic_matches(filter: str, topic: str) -> bool:
+    """Whether a topic name matches a topic filter (MQTT 5.0 §4.7).
+
+    '+' matches one level, a final '#' any number of levels including none (so ``a/#``
+    matches ``a``); a filter starting with a wildcard does not match a topic starting with
+    '$' (§4.7.2). A shared subscription ``$share/{ShareName}/{filter}`` matches as its
+    filter.
+    """
+    if filter.startswith("$share/"):
+        filter = filter[7:].partition("/")[2]
+    if "+" not in filter and "#" not in filter:
+        return filter == topic
+    if topic.startswith("$") and filter[0] in "+#":
+        return False
+    wanted = filter.split("/")
+    levels = topic.split("/")
+    for i, level in enumerate(wanted):
+        if level == "#":
+            return True  # also when the topic ends one level above: "a/#" matches "a"
+        if i >= len(levels) or (level != "+" and level != levels[i]):
+            return False
+    return len(levels) == len(wanted)
 
 
 # --- properties (MQTT 5.0 §2.2.2) ------------------------------------------------------

@@ -344,6 +344,38 @@ class WebSocket(asyncio.Protocol):
         if self._writing_paused:
             await self._drain()
 
+    def send_nowait(self, message: Data | bytearray | memoryview) -> bool:
+        """Send a whole message now, without waiting: str as text, bytes-like as binary.
+
+        For protocols layered on a WebSocket (MQTT over WebSocket) that write from
+        callbacks. The caller applies backpressure itself.
+
+        Returns:
+            True while the write buffer is under `write_limit`; on False, await
+            `drain()` before sending much more.
+
+        Raises:
+            ConnectionClosed: if the connection is closed or closing.
+        """
+        core = self._core
+        if core.state is not _OPEN:
+            self._check_sendable()
+        if isinstance(message, str):
+            core.send_text(message)
+        else:
+            core.send_binary(message)
+        self._write()
+        return not self._writing_paused
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is under `write_limit` again.
+
+        Raises:
+            ConnectionClosed: if the connection closes meanwhile.
+        """
+        if self._writing_paused:
+            await self._drain()
+
     async def _send_fragments(self, fragments: AsyncIterator[Data]) -> None:
         core = self._core
         try:
