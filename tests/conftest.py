@@ -5,7 +5,9 @@ Hypothesis runs the same examples on every run (STYLE.md: deterministic).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import inspect
 import ipaddress
 from pathlib import Path
 
@@ -19,6 +21,20 @@ from hypothesis import settings
 # derandomize: the same examples every run; deadline=None: no timing thresholds.
 settings.register_profile("tether", derandomize=True, deadline=None, database=None)
 settings.load_profile("tether")
+
+#: The longest an ``async def`` test may run before it fails (pytest-timeout is the backstop).
+ASYNC_TEST_TIMEOUT = 60.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests in a fresh event loop of their own, with a deadline."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    coroutine = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
+    asyncio.run(asyncio.wait_for(coroutine, ASYNC_TEST_TIMEOUT))
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -490,6 +490,11 @@ class Client:
         self._lost: asyncio.Future[BaseException | None] | None = None
         self._connected_waiters: list[asyncio.Future[None]] = []
         self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._publish_turn = asyncio.Lock()
+        # Publishes accepted since the last write to the outbox (see _flush()).
+        self._unwritten = 0
+        self._unwritten_size = 0
+        self._publishers_waiting = 0
         self._publishes: dict[int, asyncio.Future[int]] = {}
         # SUBSCRIBE/UNSUBSCRIBE waiting for their answer: packet id -> (future, request).
         self._requests: dict[int, tuple[asyncio.Future[Any], tuple[Any, ...]]] = {}
@@ -502,6 +507,7 @@ class Client:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._closing = False
+        self._ended = False
         self._error: BaseException | None = None
         self._started = False
 
@@ -565,8 +571,8 @@ class Client:
         self._run_task = loop.create_task(self._run(first))
         try:
             return await first
-        except BaseException:
-            self._closing = True
+        except BaseException as exc:
+            self._end(exc)
             await self._stop()
             raise
 
@@ -754,6 +760,9 @@ class Client:
     def _end(self, error: BaseException | None) -> None:
         # The client is finished: nothing waits any more.
         self._closing = True
+        if self._ended:
+            return
+        self._ended = True
         if self._error is None:
             self._error = error
         closed = error or ConnectionClosed(1000, "the client disconnected")
@@ -874,13 +883,14 @@ class Client:
         if self._store is not None:
             self._store.claim(core.client_id)
         logger.info("connected to %s (session present: %s)", self.url, event.session_present)
+        # Send again any SUBSCRIBE/UNSUBSCRIBE that was waiting for its answer, and when
+        # the server has no subscriptions for us, make them again.
+        waiting = list(self._requests.values())
+        self._requests.clear()
         if not event.session_present:
-            # The server has no subscriptions for us: make them again, and send again
-            # any SUBSCRIBE/UNSUBSCRIBE that was waiting for its answer.
             for subscription, props in self._subscriptions.values():
                 self._send_request(("subscribe", (subscription,), props), None)
-        for packet_id in list(self._requests):
-            future, request = self._requests.pop(packet_id)
+        for future, request in waiting:
             self._send_request(request, future)
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(event)
@@ -925,14 +935,12 @@ class Client:
             self._streams.remove(stream)
 
     def _wake_space(self) -> None:
-        # One publish at a time: each that finds room wakes the next (see publish()), so
-        # a freed slot costs one wakeup, not one per waiting publish.
+        # Only the publish at the head of the line waits here (see publish()).
         waiters = self._space_waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -951,6 +959,7 @@ class Client:
             if changes:
                 # Durable before the bytes that follow from these changes go out.
                 self._store.apply(changes)
+            self._unwritten = self._unwritten_size = 0
         data = core.data_to_send()
         link = self._link
         if data and link is not None:
@@ -981,6 +990,12 @@ class Client:
         if core.state is State.CLOSED:
             logger.warning("closing the connection to %s: %s", self.url, core.error)
             link.abort()
+
+    def _store_has_room(self, size: int) -> bool:
+        store = self._store
+        return store is None or store.has_room(
+            size, unwritten=self._unwritten, unwritten_size=self._unwritten_size
+        )
 
     async def _wait_space(self) -> None:
         self._check_usable()
@@ -1038,19 +1053,32 @@ class Client:
                 await link.drain()
             return 0
         size = len(topic.encode()) + len(data)
-        while True:
-            store = self._store
-            if store is not None and not store.has_room(size):
-                await self._wait_space()
-                continue
-            try:
+        store = self._store
+        packet_id: int | None = None
+        if not self._publishers_waiting and self._store_has_room(size):
+            with contextlib.suppress(PendingQueueFull):
                 packet_id = core.publish(topic, data, qos, retain, properties)
-            except PendingQueueFull:
-                await self._wait_space()
-                continue
-            break
-        if self._space_waiters:
-            self._wake_space()  # there may be room for the next one too
+        if packet_id is None:
+            # No room: wait in line. Publishes keep the order in which they were made,
+            # and only the one at the head of the line waits for room.
+            self._publishers_waiting += 1
+            try:
+                async with self._publish_turn:
+                    while True:
+                        if not self._store_has_room(size):
+                            await self._wait_space()
+                            continue
+                        try:
+                            packet_id = core.publish(topic, data, qos, retain, properties)
+                        except PendingQueueFull:
+                            await self._wait_space()
+                            continue
+                        break
+            finally:
+                self._publishers_waiting -= 1
+        if store is not None:
+            self._unwritten += 1
+            self._unwritten_size += size
         assert packet_id is not None and self._loop is not None
         future: asyncio.Future[int] = self._loop.create_future()
         self._publishes[packet_id] = future

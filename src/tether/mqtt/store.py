@@ -177,14 +177,20 @@ class Outbox:
         """Bytes of topic and payload held."""
         return self._bytes
 
-    def has_room(self, size: int) -> bool:
+    def has_room(self, size: int, *, unwritten: int = 0, unwritten_size: int = 0) -> bool:
         """Whether a publish of ``size`` bytes of topic and payload fits now.
+
+        Args:
+            size: bytes of topic and payload of the publish.
+            unwritten, unwritten_size: publishes (and their bytes) accepted but not yet
+                written with `apply()`, which count as if they were.
 
         An outbox that is empty always takes one publish, however big.
         """
-        if not self._count:
+        count = self._count + unwritten
+        if not count:
             return True
-        return self._count < self.max_messages and self._bytes + size <= self.max_bytes
+        return count < self.max_messages and self._bytes + unwritten_size + size <= self.max_bytes
 
     # --- state -----------------------------------------------------------------------------
 
