@@ -17,6 +17,21 @@ import tether.mqtt
 import tether.ws
 
 PINNED = {
+    "tether.http": [
+        "App",
+        "BasicAuth",
+        "BearerAuth",
+        "DigestAuth",
+        "FormData",
+        "HTTPError",
+        "Headers",
+        "Request",
+        "Response",
+        "Server",
+        "UploadFile",
+        "serve",
+        "write_htdigest",
+    ],
     "tether.ws": [
         "ClientConnection",
         "ClientWebSocket",

@@ -43,6 +43,9 @@ CORE_MODULES = [
     "tether.ws.uri",
     "tether.mqtt.packets",
     "tether.mqtt.protocol",
+    "tether.http.parser",
+    "tether.http.protocol",
+    "tether.http.multipart",
 ]
 CORE_FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "time", "selectors"}
 

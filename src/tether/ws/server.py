@@ -17,7 +17,7 @@ from tether.ws.deflate import DeflateParams
 from tether.ws.handshake import Headers, Request, Response
 from tether.ws.protocol import RequestReceived, ServerConnection, State
 
-__all__ = ["Server", "ServerWebSocket", "serve"]
+__all__ = ["Server", "ServerWebSocket", "serve", "upgrade_server"]
 
 logger = logging.getLogger("tether.ws")
 
@@ -157,6 +157,65 @@ class Server:
         return ServerWebSocket(self, core, **self._ws_kwargs)
 
     @property
+    def connections(self) -> frozenset[ServerWebSocket]:
+        """The connections of this server, open or still opening or closing."""
+        return frozenset(self._connections)
+
+    def take_over(
+        self, transport: asyncio.BaseTransport, request: Request, data: bytes = b""
+    ) -> ServerWebSocket:
+        """Continue a connection whose upgrade request another server parsed.
+
+        An HTTP server that read a WebSocket upgrade request calls this with
+        its transport: the transport gets a new `ServerWebSocket` as its
+        protocol, which answers the handshake (101, or an error response and
+        close when the request is not a valid upgrade, RFC 6455 §4.2.2) and
+        then runs the handler, like a connection accepted by `serve()`.
+
+        Args:
+            transport: the connection, reading from it not paused.
+            request: the parsed upgrade request.
+            data: bytes received after the request (early frames).
+
+        Returns:
+            The new connection.
+        """
+        ws = self._protocol()
+        core = ws._core
+        # The head was parsed elsewhere: bytes that follow are early frames, which the
+        # core holds until accept() (RFC 6455 §4.2.2 lets a client send them at once).
+        core._head = None
+        core.request = request
+        transport.set_protocol(ws)
+        ws.connection_made(transport)
+        ws._handshake_event(RequestReceived(request))
+        if data and core.state is not State.CLOSED and not ws._lost.done():
+            ws.data_received(data)
+        return ws
+
+    def broadcast(self, message: str | bytes) -> int:
+        """Send message to every open connection, without waiting.
+
+        A connection whose write buffer is over its `write_limit` (a client
+        that does not read) misses the message instead of buffering it without
+        bound.
+
+        Returns:
+            How many connections the message was written to.
+        """
+        sent = 0
+        for ws in list(self._connections):
+            if ws.state is not State.OPEN or ws._writing_paused or ws._lost.done():
+                continue
+            if isinstance(message, str):
+                ws._core.send_text(message)
+            else:
+                ws._core.send_binary(message)
+            ws._write()
+            sent += 1
+        return sent
+
+    @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets."""
         assert self._server is not None
@@ -224,6 +283,54 @@ class Server:
     ) -> None:
         self.close()
         await self.wait_closed()
+
+
+def upgrade_server(
+    handler: Handler,
+    *,
+    process_request: ProcessRequest | None = None,
+    subprotocols: Sequence[str] = (),
+    compression: Literal["deflate"] | None = "deflate",
+    open_timeout: float | None = 10.0,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    close_timeout: float = 10.0,
+    max_size: int | None = 2**20,
+    max_queue: int = 32,
+    write_limit: int = 2**16,
+) -> Server:
+    """A WebSocket server that does not listen: another server hands it connections.
+
+    tether's HTTP server keeps one per WebSocket route and calls
+    `Server.take_over()` for each upgrade request on that route. `close()`
+    and `wait_closed()` work as for a listening server.
+
+    Args:
+        handler: a coroutine function taking the `ServerWebSocket`.
+        process_request, subprotocols, compression, open_timeout,
+            ping_interval, ping_timeout, close_timeout, max_size, max_queue,
+            write_limit: as for `serve`.
+
+    Raises:
+        ValueError: for an unsupported compression.
+    """
+    if compression not in (None, "deflate"):
+        raise ValueError(f"unsupported compression {compression!r}")
+    return Server(
+        handler,
+        process_request=process_request,
+        subprotocols=subprotocols,
+        deflate=DeflateParams() if compression == "deflate" else None,
+        open_timeout=open_timeout,
+        max_size=max_size,
+        ws_kwargs={
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+            "write_limit": write_limit,
+        },
+    )
 
 
 class serve:
