@@ -22,7 +22,8 @@ from hypothesis import settings
 settings.register_profile("tether", derandomize=True, deadline=None, database=None)
 settings.load_profile("tether")
 
-#: The longest an ``async def`` test may run before it fails (pytest-timeout is the backstop).
+#: The longest an ``async def`` test may run before it fails, unless its timeout marker
+#: says otherwise (pytest-timeout is the backstop).
 ASYNC_TEST_TIMEOUT = 60.0
 
 
@@ -33,7 +34,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     names = pyfuncitem._fixtureinfo.argnames
     coroutine = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
-    asyncio.run(asyncio.wait_for(coroutine, ASYNC_TEST_TIMEOUT))
+    marker = pyfuncitem.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker is not None and marker.args else ASYNC_TEST_TIMEOUT
+    asyncio.run(asyncio.wait_for(coroutine, timeout))
     return True
 
 
