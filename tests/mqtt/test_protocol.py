@@ -1175,3 +1175,48 @@ def test_large_publish_in_small_chunks_keeps_only_the_tail():
         assert len(conn._buffer) < len(wire)
     assert events == [Message("big", payload), Message("small", b"s")]
     assert len(conn._buffer) == 0
+
+
+# --- the QoS 0 fast paths give the same bytes and events as the general ones ---------------
+
+
+@BOTH
+@pytest.mark.parametrize("size", [0, 1, 100, 16_000, 20_000])
+@pytest.mark.parametrize("retain", [False, True])
+def test_qos0_publish_fast_path_bytes(version, size, retain):
+    conn, _ = connect(version)
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = encode(Publish("a/b", payload, 0, retain), version)
+    for _ in range(3):  # the first publish teaches the connection the topic
+        conn.publish("a/b", payload, 0, retain)
+        assert conn.data_to_send() == expected
+
+
+def test_qos0_publish_fast_path_respects_server_limits():
+    conn, _ = connect(V5, ConnAck(properties=Properties(maximum_packet_size=50, retain_available=False)))
+    conn.publish("a/b", b"x")
+    conn.data_to_send()
+    with pytest.raises(ValueError, match="maximum"):
+        conn.publish("a/b", b"x" * 60)
+    with pytest.raises(ValueError, match="retained"):
+        conn.publish("a/b", b"x", retain=True)
+    assert conn.data_to_send() == b""
+
+
+@BOTH
+def test_qos0_receive_fast_path_events(version):
+    conn, broker = connect(version)
+    packets = [
+        Publish("a/b", b"first"),
+        Publish("a/b", b"second", retain=True),
+        Publish("a/b", b""),
+        Publish("a/c", b"other topic"),
+    ]
+    if version == V5:
+        packets.append(Publish("a/b", b"with properties", properties=Properties(content_type="text/plain")))
+    events = broker.send(*packets)
+    expected = [Message(p.topic, p.payload, 0, p.retain, p.properties) for p in packets]
+    assert events == expected
+    # A topic with a wildcard is still refused after valid ones were cached.
+    conn.receive_data(b"\x30\x05\x00\x02a#" + (b"\x00" if version == V5 else b"") + b"x"[: version == V4], 0)
+    assert conn.state is State.CLOSED

@@ -1039,6 +1039,19 @@ class Client:
             ValueError: for an invalid topic, QoS or properties.
             ConnectionClosed: the client was disconnected before the flow completed.
         """
+        core = self._core
+        link = self._link
+        if not qos and core is not None and core.state is State.CONNECTED and link is not None:
+            # The hot path: QoS 0 on a connection that is up.
+            assert self._loop is not None
+            core.publish(
+                topic, payload.encode() if isinstance(payload, str) else payload, 0, retain, properties
+            )
+            if self._flush_handle is None:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            if link.paused:
+                await link.drain()
+            return 0
         self._check_usable()
         data = _payload(payload)
         core = self.session

@@ -534,7 +534,7 @@ _CONTEXT_NAMES: Final[dict[int, str]] = {_WILL: "will", **{t: t.name for t in Pa
 
 def _encode_properties(props: Properties, context: int) -> bytes:
     # §2.2.2.1: the property length, then each property as identifier and value.
-    if props is _EMPTY:
+    if props is _EMPTY or props == _EMPTY:
         return b"\x00"
     parts: list[bytes] = []
     for ident, name, kind, where, low in _PROPERTY_TABLE:

@@ -45,6 +45,9 @@ from typing import Final, Literal
 
 from tether.errors import InvalidState, ProtocolError
 from tether.mqtt.packets import (
+    _EMPTY as _EMPTY_PROPERTIES,
+)
+from tether.mqtt.packets import (
     DEFAULT_MAX_SIZE,
     MQTT_3_1_1,
     MQTT_5,
@@ -71,8 +74,8 @@ from tether.mqtt.packets import (
     _decode_body,
     _decode_fixed_header,
     encode,
+    encode_string,
     validate_filter,
-    validate_topic,
 )
 
 __all__ = [
@@ -94,12 +97,14 @@ __all__ = [
     "Unsubscribed",
 ]
 
-_NO_PROPERTIES: Final = Properties()
+_NO_PROPERTIES: Final = _EMPTY_PROPERTIES  # one object: encode() spots it by identity
 _MAX_PACKET_ID: Final = 0xFFFF
 # MQTT 5.0 §3.1.2.11.3, §3.2.2.3.3: the Receive Maximum when the property is absent.
 _DEFAULT_RECEIVE_MAXIMUM: Final = 0xFFFF
 # MQTT 5.0 §1.5.5: the largest remaining length, plus five bytes of fixed header.
 _LARGEST_PACKET: Final = 268_435_455 + 5
+# How many topic names the QoS 0 fast paths remember, each way.
+_TOPIC_CACHE: Final = 1024
 
 
 class State(enum.Enum):
@@ -378,6 +383,9 @@ class Connection:
         self._buffer = bytearray()
         self._track = track_changes
         self._changes: list[SessionChange] = []
+        # Topics seen valid, for the QoS 0 fast paths: name -> encoded, encoded -> name.
+        self._topic_heads: dict[str, bytes] = {}
+        self._topic_names: dict[bytes, str] = {}
         self._connected_before = False
         self._sent_clean_start = clean_start
         # Session state (§4.1), kept across connection_lost().
@@ -540,7 +548,7 @@ class Connection:
     def publish(
         self,
         topic: str,
-        payload: bytes = b"",
+        payload: bytes | bytearray | memoryview = b"",
         qos: int = 0,
         retain: bool = False,
         properties: Properties | None = None,
@@ -570,10 +578,19 @@ class Connection:
             ValueError: for an invalid topic, QoS, properties, or QoS or retain the server
                 does not support, or a packet over the server's Maximum Packet Size.
         """
-        validate_topic(topic)
+        connected = self.state is State.CONNECTED
+        if not qos and properties is None and connected and not self.use_topic_aliases:
+            # The common case, telemetry at QoS 0, without building a Publish.
+            head = self._topic_heads.get(topic)
+            if head is not None and (not retain or self.server_retain_available):
+                data = self._publish_qos0(head, payload, retain)
+                if data is not None:
+                    self._out += data
+                    if now is not None:
+                        self._last_sent = now
+                    return None
         if qos not in (0, 1, 2):
             raise ValueError(f"qos {qos!r} is not 0, 1 or 2")
-        connected = self.state is State.CONNECTED
         if not qos and not connected:
             raise InvalidState(f"publish() at qos 0 in state {self.state.name}")
         props = properties or _NO_PROPERTIES
@@ -595,7 +612,10 @@ class Connection:
             raise PendingQueueFull(f"{len(self._queue)} publishes already wait for a send slot")
         packet_id = self._allocate_id() if qos else None
         packet = Publish(topic, bytes(payload), qos, retain, False, packet_id, props)
-        self._encode(packet)  # a caller's mistake raises here, before any state changes
+        data = self._encode(packet)  # a caller's mistake raises here, before any state changes
+        if len(self._topic_heads) < _TOPIC_CACHE and topic not in self._topic_heads:
+            # encode() found the topic valid: remember its encoded form.
+            self._topic_heads[topic] = encode_string(topic)
         if packet_id is not None:
             self._use_id(packet_id)
             if self._track:
@@ -604,7 +624,7 @@ class Connection:
             self._queue.append(packet)
             self._queued_ids.add(packet_id)
         else:
-            self._transmit(packet, now)
+            self._transmit(packet, now, data)
         return packet_id
 
     def subscribe(
@@ -805,9 +825,29 @@ class Connection:
     def _use_id(self, packet_id: int) -> None:
         self._next_id = packet_id % _MAX_PACKET_ID + 1
 
-    def _transmit(self, packet: Publish, now: float | None) -> None:
+    def _publish_qos0(
+        self, head: bytes, payload: bytes | bytearray | memoryview, retain: bool
+    ) -> bytes | None:
+        # A QoS 0 PUBLISH without properties (MQTT 5.0 §3.3): fixed header, topic,
+        # property length 0 (5.0), payload. None when a limit needs the slow path.
+        length = len(head) + len(payload) + (self.version == MQTT_5)
+        if length > 127 * 128 + 127:
+            return None
+        limit = self.server_maximum_packet_size
+        if limit is not None and length + 3 > limit:
+            return None
+        fixed = (
+            (0x31 if retain else 0x30, length)
+            if length < 128
+            else (0x31 if retain else 0x30, length & 0x7F | 0x80, length >> 7)
+        )
+        props = b"\x00" if self.version == MQTT_5 else b""
+        return b"".join((bytes(fixed), head, props, payload))
+
+    def _transmit(self, packet: Publish, now: float | None, data: bytes | None = None) -> None:
         # Send a publish for the first time in this connection, with a topic alias when
         # the server allows them (5.0 §3.3.2.3.4); the session keeps the full topic.
+        # ``data`` is the packet already encoded, without an alias.
         wire = packet
         if self.use_topic_aliases and self.server_topic_alias_maximum:
             alias = self._aliases_out.get(packet.topic)
@@ -817,7 +857,11 @@ class Connection:
                 alias = len(self._aliases_out) + 1
                 self._aliases_out[packet.topic] = alias
                 wire = replace(packet, properties=replace(packet.properties, topic_alias=alias))
-        self._send(wire, now)
+        if data is None or wire is not packet:
+            data = self._encode(wire)
+        self._out += data
+        if now is not None:
+            self._last_sent = now
         if packet.packet_id is not None:
             self._in_flight[packet.packet_id] = _Flight(packet)
 
@@ -887,13 +931,26 @@ class Connection:
         try:
             with memoryview(source) as view:
                 size = len(view)
+                names = self._topic_names
+                v5 = self.version == MQTT_5
                 while self.state is State.CONNECTING or self.state is State.CONNECTED:
                     header = _decode_fixed_header(view, at, self.max_packet_size, self.version)
                     if header is None or header[2] > size:
                         break
-                    packet = _decode_body(view, header, self.version)
-                    at = header[2]
+                    first, start, end = header
                     self._ping_sent = None  # any packet shows the server is alive
+                    if first & 0xFE == 0x30 and self.state is State.CONNECTED and end - start > 2:
+                        # QoS 0 PUBLISH, no DUP (MQTT 5.0 §3.3.1), of a topic seen before
+                        # and without properties: straight to a Message.
+                        topic_end = start + 2 + (view[start] << 8 | view[start + 1])
+                        topic = names.get(view[start + 2 : topic_end].tobytes()) if topic_end <= end else None
+                        if topic is not None and (not v5 or (topic_end < end and view[topic_end] == 0)):
+                            payload = view[topic_end + v5 : end].tobytes()
+                            self._events.append(Message(topic, payload, 0, bool(first & 1)))
+                            at = end
+                            continue
+                    packet = _decode_body(view, header, self.version)
+                    at = end
                     self._handle(packet, now)
         except ProtocolError as exc:
             self._fail(exc)
@@ -1011,6 +1068,10 @@ class Connection:
             else:
                 raise ProtocolError(f"topic alias {alias} is not mapped")
         packet_id = packet.packet_id
+        if alias is None and len(self._topic_names) < _TOPIC_CACHE:
+            # The decoder found this topic name valid: later QoS 0 PUBLISH packets with it
+            # take the fast path of receive_data().
+            self._topic_names.setdefault(topic.encode(), topic)
         message = Message(
             topic, packet.payload, packet.qos, packet.retain, packet.properties, packet_id, packet.dup
         )
