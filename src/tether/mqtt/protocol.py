@@ -103,6 +103,8 @@ _MAX_PACKET_ID: Final = 0xFFFF
 _DEFAULT_RECEIVE_MAXIMUM: Final = 0xFFFF
 # MQTT 5.0 §1.5.5: the largest remaining length, plus five bytes of fixed header.
 _LARGEST_PACKET: Final = 268_435_455 + 5
+# The fixed headers of the four-byte acknowledgements (MQTT 5.0 §3.4-§3.7).
+_ACK_HEADS: Final = {kind: bytes((kind, 2)) for kind in (0x40, 0x50, 0x62, 0x70)}
 # How many topic names the QoS 0 fast paths remember, each way.
 _TOPIC_CACHE: Final = 1024
 
@@ -803,6 +805,12 @@ class Connection:
             raise ValueError(f"packet of {len(data)} bytes is larger than the server's maximum {limit}")
         return data
 
+    def _ack(self, kind: int, packet_id: int, now: float) -> None:
+        # PUBACK, PUBREC, PUBREL or PUBCOMP with reason code 0 and no properties: the same
+        # four bytes in 3.1.1 and 5.0 (5.0 §3.4.2.1 lets the reason code be left out).
+        self._out += _ACK_HEADS[kind] + packet_id.to_bytes(2, "big")
+        self._last_sent = now
+
     def _send(self, packet: Packet, now: float | None = None) -> None:
         self._out += self._encode(packet)
         if now is not None:
@@ -872,23 +880,23 @@ class Connection:
             packet = self._queue.popleft()
             self._queued_ids.discard(packet.packet_id)
             # A publish made while not connected meets this server's limits only now.
-            code = self._refusal(packet)
-            if code is None:
-                self._transmit(packet, now)
+            result = self._encode_or_refuse(packet)
+            if isinstance(result, bytes):
+                self._transmit(packet, now, result)
             else:
-                self._done(packet.packet_id or 0, code, _NO_PROPERTIES)
+                self._done(packet.packet_id or 0, result, _NO_PROPERTIES)
 
-    def _refusal(self, packet: Publish) -> ReasonCode | None:
-        # The reason code a server would give for a publish it does not support (5.0 §4.13).
+    def _encode_or_refuse(self, packet: Publish) -> bytes | ReasonCode:
+        # The packet's bytes, or the reason code a server would give for a publish it does
+        # not support (5.0 §4.13).
         if packet.qos > self.server_maximum_qos:
             return ReasonCode.QOS_NOT_SUPPORTED
         if packet.retain and not self.server_retain_available:
             return ReasonCode.RETAIN_NOT_SUPPORTED
         try:
-            self._encode(packet)
+            return self._encode(packet)
         except ValueError:
             return ReasonCode.PACKET_TOO_LARGE
-        return None
 
     def _done(self, packet_id: int, code: int, properties: Properties) -> None:
         self._events.append(Published(packet_id, code, properties))
@@ -1097,7 +1105,7 @@ class Connection:
         self._events.append(message)
         if packet.qos == 1:
             if self.auto_ack:
-                self._send(PubAck(packet_id), now)
+                self._ack(0x40, packet_id, now)
             else:
                 self._unacked_qos1.add(packet_id)
         else:
@@ -1105,7 +1113,7 @@ class Connection:
             if self.auto_ack:
                 if self._track:
                     self._changes.append(SessionChange("received", packet_id))
-                self._send(PubRec(packet_id), now)
+                self._ack(0x50, packet_id, now)
 
     def _finish(self, packet_id: int, code: int, properties: Properties, now: float) -> None:
         del self._in_flight[packet_id]
@@ -1139,7 +1147,7 @@ class Connection:
         if not flight.released and self._track:
             self._changes.append(SessionChange("release", packet_id))
         flight.released = True
-        self._send(PubRel(packet_id), now)
+        self._ack(0x62, packet_id, now)
 
     def _handle_pubrel(self, packet: PubRel, now: float) -> None:
         # 5.0 §4.3.3: answer every PUBREL with PUBCOMP and forget the
@@ -1150,7 +1158,10 @@ class Connection:
                 code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
         elif self._track:
             self._changes.append(SessionChange("released", packet.packet_id))
-        self._send(PubComp(packet.packet_id, code), now)
+        if code:
+            self._send(PubComp(packet.packet_id, code), now)
+        else:
+            self._ack(0x70, packet.packet_id, now)
 
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
         flight = self._in_flight.get(packet.packet_id)
