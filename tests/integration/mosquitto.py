@@ -20,6 +20,7 @@ Facts about Debian's mosquitto 2.0.11 this relies on:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -32,8 +33,11 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import Any
+
+from tether.mqtt import Client
 
 __all__ = [
     "SCHEMES",
@@ -520,3 +524,37 @@ class Subscriber:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# ------------------------------------------------------------- tether clients in tests
+
+#: Seconds that bound every wait of the MQTT integration tests, so that nothing can hang.
+TIMEOUT = 10.0
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    """Run a test coroutine on a fresh event loop, bounded by TIMEOUT."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def tether_client(broker: Broker, scheme: str, version: int, client_id: str, **kwargs: Any) -> Client:
+    """tether's asyncio client for one listener of broker (TLS trusts the test CA)."""
+    kwargs.setdefault("reconnect", False)
+    kwargs.setdefault("connect_timeout", TIMEOUT / 2)
+    return Client(
+        broker.url(scheme),
+        client_id=client_id,
+        version=version,
+        ssl=broker.client_ssl() if scheme in ("mqtts", "wss") else None,
+        **kwargs,
+    )
+
+
+async def receive(messages: Any, count: int) -> list[Any]:
+    """The next count messages of a ``client.messages()`` stream, each wait bounded."""
+    iterator = aiter(messages)
+    return [await asyncio.wait_for(anext(iterator), TIMEOUT) for _ in range(count)]

@@ -31,56 +31,20 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.mosquitto import SCHEMES, Broker, BrokerError
+from tests.integration.mosquitto import SCHEMES, TIMEOUT, Broker, BrokerError, receive, run, tether_client
 
-try:
-    from tether.errors import Refused
-    from tether.mqtt import Client
-except ImportError:  # the asyncio client is not written yet
-    Client = None
-    Refused = Exception
+from tether.errors import Refused
+from tether.mqtt import Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-TIMEOUT = 10.0  # seconds; bounds every wait so that nothing can hang
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
 TRANSPORTS = [pytest.param(scheme, id=scheme) for scheme in SCHEMES]
 NOT_AUTHORIZED = {4: 5, 5: 0x87}  # 3.1.1 CONNACK return code 5; 5.0 reason code 0x87
-
-needs_client = pytest.mark.skipif(Client is None, reason="tether.mqtt.Client is not written yet (issue 3)")
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    """Run a test coroutine on a fresh event loop, bounded by TIMEOUT."""
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, TIMEOUT)
-
-    return asyncio.run(bounded())
-
-
-def tether_client(broker: Broker, scheme: str, version: int, client_id: str, **kwargs: Any) -> Any:
-    """tether's asyncio client for one listener of broker (TLS trusts the test CA)."""
-    assert Client is not None
-    kwargs.setdefault("reconnect", False)
-    kwargs.setdefault("connect_timeout", TIMEOUT / 2)
-    return Client(
-        broker.url(scheme),
-        client_id=client_id,
-        version=version,
-        ssl=broker.client_ssl() if scheme in ("mqtts", "wss") else None,
-        **kwargs,
-    )
-
-
-async def receive(messages: Any, count: int) -> list[Any]:
-    """The next count messages of a ``client.messages()`` stream, each wait bounded."""
-    iterator = aiter(messages)
-    return [await asyncio.wait_for(anext(iterator), TIMEOUT) for _ in range(count)]
 
 
 async def next_message(messages: Any) -> Any:
@@ -152,7 +116,6 @@ def test_fixture_auth_refuses_anonymous(mosquitto_auth: Broker, topic: str) -> N
 # ------------------------------------------------------------------- QoS flows
 
 
-@needs_client
 @pytest.mark.parametrize("qos", [0, 1, 2])
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", TRANSPORTS)
@@ -173,7 +136,6 @@ def test_publish_subscribe(mosquitto: Broker, topic: str, scheme: str, version: 
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_qos_downgraded_to_subscription(mosquitto: Broker, topic: str, version: int) -> None:
     """A QoS 2 publish reaches a QoS 0 and a QoS 1 subscription at their QoS (MQTT §3.8.4)."""
@@ -199,7 +161,6 @@ def test_qos_downgraded_to_subscription(mosquitto: Broker, topic: str, version: 
 # ----------------------------------------------------------- retained messages
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_retained_messages(mosquitto: Broker, topic: str, version: int) -> None:
     """The broker keeps the last retained message, flags it for later subscribers, and
@@ -281,7 +242,6 @@ def will_client(broker: Broker, scheme: str, version: int, topic: str, mode: str
         proc.communicate(timeout=TIMEOUT)
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", TRANSPORTS)
 def test_will_sent_when_client_dies(mosquitto: Broker, topic: str, scheme: str, version: int) -> None:
@@ -302,7 +262,6 @@ def test_will_sent_when_client_dies(mosquitto: Broker, topic: str, scheme: str, 
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_will_not_sent_after_disconnect(mosquitto: Broker, topic: str, version: int) -> None:
     """A client that leaves with DISCONNECT (normal disconnection) has its will discarded."""
@@ -322,7 +281,6 @@ def test_will_not_sent_after_disconnect(mosquitto: Broker, topic: str, version: 
 # --------------------------------------------------------- shared subscriptions
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_shared_subscription(mosquitto: Broker, topic: str, version: int) -> None:
     """Two members of ``$share/g/<topic>`` share the messages: each message reaches exactly
@@ -369,7 +327,6 @@ def test_shared_subscription(mosquitto: Broker, topic: str, version: int) -> Non
 # ------------------------------------------------------------------ sessions
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", ["mqtt", "wss"])
 def test_session_resume(mosquitto: Broker, topic: str, scheme: str, version: int) -> None:
@@ -398,7 +355,6 @@ def test_session_resume(mosquitto: Broker, topic: str, scheme: str, version: int
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_clean_start_discards_session(mosquitto: Broker, topic: str, version: int) -> None:
     """Coming back with clean_start=True starts afresh: no subscription, no queued messages."""
@@ -424,7 +380,6 @@ def test_clean_start_discards_session(mosquitto: Broker, topic: str, version: in
 # --------------------------------------------------------- authentication, ACL
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", TRANSPORTS)
 def test_password_accepted(mosquitto_auth: Broker, topic: str, scheme: str, version: int) -> None:
@@ -447,21 +402,18 @@ def test_password_accepted(mosquitto_auth: Broker, topic: str, scheme: str, vers
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_password_in_url(mosquitto_auth: Broker, topic: str, version: int) -> None:
     """``mqtt://user:password@host`` logs in; the space is percent-encoded."""
     url = mosquitto_auth.url("mqtt").replace("mqtt://", "mqtt://alice:wonder%20land@")
 
     async def main() -> None:
-        assert Client is not None
         async with Client(url, client_id=f"alice-url-{version}", version=version, reconnect=False) as client:
             await client.publish(topic, b"x", qos=1)
 
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize(
     "credentials",
     [
@@ -488,7 +440,6 @@ def test_password_refused(mosquitto_auth: Broker, version: int, credentials: dic
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("qos", [1, 2])
 def test_acl_refuses_publish_v5(mosquitto_auth: Broker, topic: str, qos: int) -> None:
     """5.0: a publish the ACL forbids fails with Refused 0x87 (PUBACK/PUBREC reason code);
@@ -511,7 +462,6 @@ def test_acl_refuses_publish_v5(mosquitto_auth: Broker, topic: str, qos: int) ->
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_acl_drops_forbidden_publish(mosquitto_auth: Broker, topic: str, version: int) -> None:
     """A forbidden publish never reaches a subscriber (3.1.1 cannot even say so: PUBACK
@@ -539,7 +489,6 @@ def test_acl_drops_forbidden_publish(mosquitto_auth: Broker, topic: str, version
     run(main())
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 def test_acl_filters_reads(mosquitto_auth: Broker, topic: str, version: int) -> None:
     """bob may not read ``inbox/alice``. mosquitto 2.0's acl_file grants the SUBSCRIBE and

@@ -19,22 +19,16 @@ import contextlib
 import queue
 import random
 import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from tests.integration.mosquitto import SCHEMES, Broker
-
-try:
-    from tether.mqtt import Client
-except ImportError:  # the asyncio client is not written yet
-    Client = None
+from tests.integration.mosquitto import SCHEMES, TIMEOUT, Broker, receive, run, tether_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-TIMEOUT = 10.0  # seconds; bounds every wait so that nothing can hang
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
 QOS = [0, 1, 2]
 TRANSPORTS = [pytest.param(scheme, id=scheme) for scheme in SCHEMES]
@@ -47,36 +41,6 @@ PAYLOADS = [
     "température ✓ 🚀".encode(),
     random.Random(3).randbytes(4096),
 ]
-
-needs_client = pytest.mark.skipif(Client is None, reason="tether.mqtt.Client is not written yet (issue 3)")
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    """Run a test coroutine on a fresh event loop, bounded by TIMEOUT."""
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, TIMEOUT)
-
-    return asyncio.run(bounded())
-
-
-def tether_client(broker: Broker, scheme: str, version: int, client_id: str, **kwargs: Any) -> Any:
-    """tether's asyncio client for one listener of broker (TLS trusts the test CA)."""
-    assert Client is not None
-    secure = scheme in ("mqtts", "wss")
-    return Client(
-        broker.url(scheme),
-        client_id=client_id,
-        version=version,
-        ssl=broker.client_ssl() if secure else None,
-        **kwargs,
-    )
-
-
-async def receive(messages: Any, count: int) -> list[Any]:
-    """The next count messages from a tether ``client.messages()`` iterator, each bounded."""
-    iterator = aiter(messages)
-    return [await asyncio.wait_for(anext(iterator), TIMEOUT) for _ in range(count)]
 
 
 # ------------------------------------------------------------------- paho-mqtt
@@ -205,7 +169,6 @@ def test_mosquitto_pub_to_paho(mosquitto: Broker, topic: str, scheme: str, versi
 # -------------------------------------------------------- tether and its peers
 
 
-@needs_client
 @pytest.mark.parametrize("qos", QOS)
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", MOSQUITTO_TRANSPORTS)
@@ -224,7 +187,6 @@ def test_tether_to_mosquitto_sub(mosquitto: Broker, topic: str, scheme: str, ver
     assert {(m.topic, m.qos, m.retain) for m in received} == {(topic, qos, False)}
 
 
-@needs_client
 @pytest.mark.parametrize("qos", QOS)
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", MOSQUITTO_TRANSPORTS)
@@ -246,7 +208,6 @@ def test_mosquitto_pub_to_tether(mosquitto: Broker, topic: str, scheme: str, ver
     assert {(m.topic, m.qos, m.retain) for m in received} == {(topic, qos, False)}
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", TRANSPORTS)
 def test_tether_to_paho(mosquitto: Broker, topic: str, scheme: str, version: int) -> None:
@@ -267,7 +228,6 @@ def test_tether_to_paho(mosquitto: Broker, topic: str, scheme: str, version: int
     assert {(m.topic, m.retain) for m in received} == {(topic, False)}
 
 
-@needs_client
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scheme", TRANSPORTS)
 def test_paho_to_tether(mosquitto: Broker, topic: str, scheme: str, version: int) -> None:
@@ -290,7 +250,6 @@ def test_paho_to_tether(mosquitto: Broker, topic: str, scheme: str, version: int
     assert {(m.topic, m.retain) for m in received} == {(topic, False)}
 
 
-@needs_client
 def test_tether_v5_properties_reach_paho(mosquitto: Broker, topic: str) -> None:
     """A 5.0 publish's user properties, content type and correlation data reach paho intact."""
 
