@@ -206,7 +206,8 @@ class Request:
     def path(self) -> str:
         """The path, percent-decoded, e.g. "/a b"."""
         if self._path is None:
-            self._path = urllib.parse.unquote(self.raw_path)
+            raw = self.raw_path
+            self._path = urllib.parse.unquote(raw) if "%" in raw else raw
         return self._path
 
     @property
@@ -673,7 +674,7 @@ class App:
     # -------------------------------------------------------------- dispatch
 
     def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str], list[str]]:
-        """The route for method and path, its parameters, and the allowed methods."""
+        """The route for method and path, its parameters, and (without a route) the allowed methods."""
         table = self._exact.get(path)
         params: dict[str, str] = {}
         if table is None:
@@ -688,7 +689,9 @@ class App:
         route = table.get(method)
         if route is None and method == "HEAD":
             route = table.get("GET")
-        return route, params, sorted(set(table) | ({"HEAD"} if "GET" in table else set()))
+        if route is not None:
+            return route, params, []
+        return None, params, sorted(set(table) | ({"HEAD"} if "GET" in table else set()))
 
     def _ws_servers(self) -> list[WsServer]:
         return [route.server for route in self._ws.values()]
@@ -714,9 +717,33 @@ class _Sent:
         return f"<broadcast to {self.count}>"
 
 
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+try:
+    # json.dumps() and JSONEncoder.encode() build this C encoder anew on every call;
+    # built once, it halves the cost of a small document. Without circular-reference
+    # markers: a circular value ends in RecursionError, and the slow path reports it.
+    from _json import encode_basestring as _encode_str
+    from _json import make_encoder as _make_encoder
+
+    _C_ENCODER: Any = _make_encoder(
+        None, _JSON_ENCODER.default, _encode_str, None, ":", ",", False, False, True
+    )
+except ImportError:  # pragma: no cover - an interpreter without the _json accelerator
+    _C_ENCODER = None
+
+
 def json_bytes(value: Any) -> bytes:
-    """Encode value as compact UTF-8 JSON."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Encode value as compact UTF-8 JSON.
+
+    Raises:
+        TypeError: for a value JSON cannot hold; ValueError for a circular one.
+    """
+    if _C_ENCODER is not None:
+        try:
+            return "".join(_C_ENCODER(value, 0)).encode("utf-8")
+        except RecursionError:
+            pass  # circular, or nested very deeply: let the checking encoder say which
+    return _JSON_ENCODER.encode(value).encode("utf-8")
 
 
 def is_path(value: object) -> bool:

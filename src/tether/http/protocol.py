@@ -48,6 +48,11 @@ __all__ = [
 ]
 
 
+#: Encoded status lines and fields by (status, fields); see ServerConnection._encode_head.
+_HEAD_CACHE: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
+_HEAD_CACHE_SIZE = 256
+
+
 class State(enum.Enum):
     """The state of one direction of a connection."""
 
@@ -213,6 +218,8 @@ class ServerConnection:
 
     def _parse_head(self, events: list[Event]) -> bool:
         buf = self._buf
+        if not buf:
+            return False
         # RFC 9112 §2.2: ignore empty lines before the request line.
         while buf[:2] == b"\r\n":
             del buf[:2]
@@ -476,7 +483,7 @@ class ServerConnection:
             extra += b"Connection: close\r\n"
         elif self.request is not None and self.request.http_version == "1.0":
             extra += b"Connection: keep-alive\r\n"
-        head = encode_response_head(status, headers, extra)
+        head = self._encode_head(status, headers, extra)
         if no_body or not body:
             self._out.append(head)
         elif len(body) <= 65536:
@@ -485,6 +492,25 @@ class ServerConnection:
             self._out.append(head)
             self._out.append(body)
         self._finish(keep)
+
+    def _encode_head(self, status: int, headers: Sequence[tuple[str, str]], extra: bytes) -> bytes:
+        """encode_response_head, with the status line and fields of recent responses cached.
+
+        A device answers with few distinct heads (JSON, a page, a redirect), so
+        their checked and encoded form is kept; only the per-response fields
+        (extra: Date, Content-Length, Connection) are added each time.
+        """
+        try:
+            key = (status, tuple(headers))
+            cached = _HEAD_CACHE.get(key)
+        except TypeError:  # a field that is not a pair of str: let the encoder say what is wrong
+            return encode_response_head(status, headers, extra)
+        if cached is None:
+            cached = encode_response_head(status, headers)[:-2]  # without the blank line
+            if len(_HEAD_CACHE) >= _HEAD_CACHE_SIZE:
+                _HEAD_CACHE.clear()
+            _HEAD_CACHE[key] = cached
+        return cached + extra + b"\r\n"
 
     def start_response(
         self,

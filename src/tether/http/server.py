@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import email.utils
 import inspect
 import logging
 import os
 import socket
 import ssl as ssl_module
-import sys
 import time
-from collections.abc import Generator
+import types
+from collections.abc import Coroutine, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -49,7 +50,8 @@ logger = logging.getLogger("tether.http")
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
-_EAGER = sys.version_info >= (3, 12)  # Task(eager_start=True): a handler that never waits needs no loop turn
+_JSON_FIELDS = (("Content-Type", _JSON),)
+_CoroutineType = types.CoroutineType
 _LINGER_TIMEOUT = 2.0
 _LINGER_BYTES = 2**24
 _PIPELINE_HIGH = 2**16
@@ -124,13 +126,9 @@ class _HttpConnection(asyncio.Protocol):
                 self._transport.close()
             return
         core = self._core
-        state = core.request_state
-        if state is State.IDLE:
-            if not self._head_timer:
-                self._head_timer = True
-                self._set_deadline(self._server.header_timeout)
-        elif state is State.BODY:
+        if core.request_state is State.BODY:
             self._set_deadline(self._server.body_timeout)
+        # A head that is not complete after this gets its header_timeout in _settle().
         core.receive_data(data)
         self._process()
 
@@ -370,16 +368,28 @@ class _HttpConnection(asyncio.Protocol):
         if type(result) is _Upgrade:
             self._upgrade(request, result.server)
             return
-        if inspect.iscoroutine(result):
-            if _EAGER:  # pragma: no cover - Python 3.12+
-                task = asyncio.Task(  # type: ignore[call-arg]  # eager_start is new in 3.12
-                    self._run(request, result), loop=self._loop, eager_start=True
-                )
+        if type(result) is _CoroutineType or inspect.iscoroutine(result):
+            # Run the handler's first step here: one that never waits (most do not)
+            # is answered at once, without a task or a turn of the loop. It runs in a
+            # copy of the context, as a task's steps would.
+            context = contextvars.copy_context()
+            try:
+                yielded = context.run(result.send, None)
+            except StopIteration as stop:
+                result = stop.value
+            except HTTPError as exc:
+                result = _error_response(exc)
+            except ConnectionClosed:
+                return
+            except Exception:
+                logger.exception("handler for %s %s failed", request.method, request.path)
+                result = _error_response(HTTPError(500))
             else:
-                task = self._loop.create_task(self._run(request, result))
-            if not task.done():
-                self._task = task
-            return
+                # It waits: a task takes it over from where it stopped.
+                self._task = self._loop.create_task(
+                    self._run(request, _resume(result, yielded)), context=context
+                )
+                return
         self._send(request, result)
 
     def _dispatch(self, request: Request, event: RequestReceived) -> Any:
@@ -539,6 +549,16 @@ class _HttpConnection(asyncio.Protocol):
 
     def _send(self, request: Request, result: Any) -> None:
         """Answer at once when the body is in memory; else hand over to a task."""
+        kind = type(result)
+        if kind is dict or kind is list:
+            # The common case of a REST endpoint, without the general conversion.
+            try:
+                body = json_bytes(result)
+            except Exception:  # _head() below raises it again, as for any result
+                pass
+            else:
+                self._respond(request, 200, _JSON_FIELDS, body)
+                return
         try:
             status, headers, body = self._head(request, result)
         except HTTPError as exc:
@@ -551,7 +571,9 @@ class _HttpConnection(asyncio.Protocol):
             return
         self._task = self._loop.create_task(self._run(request, None, (status, headers, body)))
 
-    def _respond(self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _respond(
+        self, request: Request, status: int, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> None:
         core = self._core
         try:
             core.respond(status, headers, body, close=self._server._closing)
@@ -669,6 +691,32 @@ class _Prepared:
         self.status = status
         self.headers = headers
         self.body = body
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on with coro, whose first step already ran and yielded `yielded`.
+
+    Awaited inside a task, this hands the task what coro yielded (the future
+    it waits for) and passes values, exceptions (cancellation) and close()
+    back into coro, as ``await coro`` would have from the start.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            yielded = coro.send(sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _error_response(exc: HTTPError) -> Response:
