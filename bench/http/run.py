@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import platform
-import selectors
 import shlex
 import shutil
 import statistics
@@ -27,9 +26,12 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from servers import HOST, LIBS, STATIC_NAME, write_static
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared import Processes, cpu_model, cpu_seconds, read_port, tail, tether_source
 from wrk import run_wrk
 
 HERE = Path(__file__).resolve().parent
@@ -42,75 +44,6 @@ PEERS = ("aiohttp", "uvicorn")  # the Python peers the target is measured agains
 DASH = "\N{EN DASH}"
 DISTRIBUTIONS = ("tether", "aiohttp", "uvicorn", "starlette", "httptools", "uvloop")
 LABELS = {"tether": "tether", "aiohttp": "aiohttp", "uvicorn": "uvicorn+starlette"}
-
-
-class Processes:
-    """Every server started, so that each is stopped by its PID at the end."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, subprocess.Popen[str]] = {}
-
-    def start(self, argv: list[str], stderr: TextIO) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True
-        )
-        self.live[proc.pid] = proc
-        return proc
-
-    def stop(self, proc: subprocess.Popen[str], grace: float = 5.0) -> None:
-        """Terminate proc (SIGTERM, then SIGKILL after grace seconds) and reap it."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self.live.pop(proc.pid, None)
-
-    def stop_all(self) -> None:
-        for proc in list(self.live.values()):
-            self.stop(proc, grace=2.0)
-
-
-def read_port(proc: subprocess.Popen[str], timeout: float) -> int:
-    """Wait for the server's ``PORT <n>`` line."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"server printed no port within {timeout:g} s")
-            if not selector.select(left):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited with {proc.wait()} before printing its port")
-            if line.startswith("PORT "):
-                return int(line.split()[1])
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time process pid has used so far, in seconds (user and system)."""
-    try:
-        with open(f"/proc/{pid}/schedstat") as schedstat:
-            return int(schedstat.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -226,37 +159,6 @@ def versions() -> dict[str, str]:
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
         found["wrk"] = (wrk.stdout + wrk.stderr).split()[1]
     return found
-
-
-def tether_source() -> str:
-    """The commit of the checkout that tether is imported from, "+dirty" if src/ has changes."""
-    import tether
-
-    src = Path(tether.__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------- main

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import os
-import resource
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
 
-T = TypeVar("T")
+__all__ = [
+    "HOST",
+    "LIBS",
+    "LOOPS",
+    "ON_LOOP",
+    "PEERS",
+    "REPO",
+    "SCENARIOS",
+    "TRANSPORTS",
+    "WS_PATH",
+    "Processes",
+    "cpu_model",
+    "cpu_seconds",
+    "load_mosquitto",
+    "loop_label",
+    "pin_to_cpu",
+    "raise_nofile",
+    "read_port",
+    "run_on_loop",
+    "settle_malloc",
+    "supports",
+    "tail",
+    "tether_source",
+    "vm_rss_kib",
+]
+
+# bench/ holds what every benchmark shares (shared.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared import (
+    Processes,
+    cpu_model,
+    cpu_seconds,
+    pin_to_cpu,
+    raise_nofile,
+    read_port,
+    run_on_loop,
+    settle_malloc,
+    tail,
+    tether_source,
+    vm_rss_kib,
+)
 
 #: Libraries in the order the tables list them. "mosquitto-clients" is mosquitto_pub and
 #: mosquitto_sub (C, libmosquitto): the reference for throughput, not a peer.
@@ -56,49 +92,3 @@ def load_mosquitto() -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def pin_to_cpu(cpu: int) -> None:
-    """Run this process on one CPU only, when the machine has it."""
-    if cpu < 0:
-        return
-    if cpu in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {cpu})
-    else:
-        print(f"warning: CPU {cpu} not available; not pinning", file=sys.stderr)
-
-
-def raise_nofile(want: int = 65536) -> None:
-    """Raise the soft open-file limit towards want (at most the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def run_on_loop(loop: str, main: Coroutine[Any, Any, T]) -> T:
-    """Run main on a fresh event loop of the given kind ("asyncio" or "uvloop")."""
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
-    if loop == "asyncio":
-        return asyncio.run(main)
-    main.close()
-    raise ValueError(f"unknown loop {loop!r}")
-
-
-def settle_malloc() -> None:
-    """Put glibc's malloc past its mmap threshold the same way in every process
-    (see bench/README.md, WebSocket section)."""
-    block = bytearray(2**20)
-    del block
-
-
-def vm_rss_kib(pid: int | str = "self") -> int:
-    """The resident set size of process pid, in KiB, from /proc/pid/status."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")

@@ -40,6 +40,7 @@ from common import (
     loop_label,
     raise_nofile,
     supports,
+    tether_source,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -184,29 +185,6 @@ def versions(broker: Path) -> dict[str, str]:
         head = subprocess.run([str(broker), "-h"], capture_output=True, text=True, timeout=10).stdout
         found["mosquitto"] = head.split("version", 1)[1].split()[0]
     return found
-
-
-def tether_source() -> str:
-    """The commit tether is imported from, "+dirty" if src/ has changes."""
-    import tether
-
-    src = Path(tether.__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
 # ------------------------------------------------------------------- main

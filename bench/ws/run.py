@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import platform
-import selectors
 import shlex
 import shutil
 import statistics
@@ -26,9 +25,9 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from common import LIBS, LOOPS
+from common import LIBS, LOOPS, Processes, cpu_model, read_port, tail, tether_source
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("A", "B", "C", "D")
@@ -88,64 +87,6 @@ def client_args(scenario: str, counts: Counts) -> list[str]:
 
 
 # ------------------------------------------------------------- processes
-
-
-class Processes:
-    """Every child process started, so that each is stopped by its PID at the end."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, subprocess.Popen[str]] = {}
-
-    def start(self, argv: list[str], stderr: TextIO) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True
-        )
-        self.live[proc.pid] = proc
-        return proc
-
-    def stop(self, proc: subprocess.Popen[str], grace: float = 5.0) -> None:
-        """Terminate proc (SIGTERM, then SIGKILL after grace seconds) and reap it."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self.live.pop(proc.pid, None)
-
-    def stop_all(self) -> None:
-        for proc in list(self.live.values()):
-            self.stop(proc, grace=2.0)
-
-
-def read_port(proc: subprocess.Popen[str], timeout: float) -> int:
-    """Wait for the server's ``PORT <n>`` line."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"server printed no port within {timeout:g} s")
-            if not selector.select(left):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited with {proc.wait()} before printing its port")
-            if line.startswith("PORT "):
-                return int(line.split()[1])
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
 
 
 @dataclass
@@ -304,37 +245,6 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found
-
-
-def tether_source() -> str:
-    """The commit of the checkout that tether is imported from, "+dirty" if src/ has changes."""
-    import tether
-
-    src = Path(tether.__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------- main
