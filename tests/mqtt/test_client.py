@@ -675,3 +675,16 @@ async def test_callbacks_that_fail_are_logged(caplog: pytest.LogCaptureFixture) 
     assert "boom" in caplog.text
     with contextlib.suppress(Exception):
         await broker.finished()
+
+
+async def test_on_disconnect_sees_every_lost_connection() -> None:
+    async def script(s: Session) -> None:
+        await s.accept()
+        await s.expect(Disconnect)
+
+    seen: list[object] = []
+    async with FakeBroker(script) as broker:
+        c = client(broker, on_disconnect=lambda _c, error: seen.append(error))
+        await c.connect()
+        await c.disconnect()
+    assert seen == [None]  # a disconnect of the client's own is clean

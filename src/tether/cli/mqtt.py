@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,10 @@ def _fail(exc: BaseException) -> int:
 
 def _run_pub(args: argparse.Namespace) -> int:
     if args.file is not None:
-        payload = args.file.read_bytes()
+        try:
+            payload = args.file.read_bytes()
+        except OSError as exc:
+            return _fail(exc)
     elif args.null_message:
         payload = b""
     else:
@@ -164,7 +168,17 @@ def _run_outbox(args: argparse.Namespace) -> int:
 
     if not args.path.is_file():
         return _fail(FileNotFoundError(f"no outbox at {args.path}"))
-    with Outbox(args.path) as outbox:
+    try:
+        # Look before Outbox() opens it: that would add its tables to any SQLite file.
+        uri = args.path.resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "outgoing", "received"} <= tables:
+            return _fail(ValueError(f"{args.path} is not an outbox"))
+        opened = Outbox(args.path)
+    except sqlite3.DatabaseError as exc:
+        return _fail(sqlite3.DatabaseError(f"{args.path}: {exc}"))
+    with opened as outbox:
         entries = outbox.entries()
         received = outbox.received()
         print(f"outbox {args.path}: client {outbox.client_id or '(none yet)'}")

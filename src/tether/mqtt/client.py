@@ -503,6 +503,8 @@ class Client:
         self._full_streams = 0
         self._responses: dict[bytes, asyncio.Future[Message]] = {}
         self._response_topic: str | None = None
+        self._response_subscribed: asyncio.Future[tuple[int, ...]] | None = None
+        self._up = False  # connected, as on_disconnect sees it
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -818,7 +820,7 @@ class Client:
         error: BaseException | None = core.error or exc
         if error is None and core.state is not State.CLOSED and not self._closing:
             error = ConnectionClosed(1006, "the connection dropped")
-        was_connected = core.state is State.CONNECTED
+        was_connected, self._up = self._up, False
         core.connection_lost()
         if self._timer is not None:
             self._timer.cancel()
@@ -883,6 +885,7 @@ class Client:
         if self._store is not None:
             self._store.claim(core.client_id)
         logger.info("connected to %s (session present: %s)", self.url, event.session_present)
+        self._up = True
         # Send again any SUBSCRIBE/UNSUBSCRIBE that was waiting for its answer, and when
         # the server has no subscriptions for us, make them again.
         waiting = list(self._requests.values())
@@ -1239,10 +1242,16 @@ class Client:
         if self.version != MQTT_5:
             raise InvalidState("request() needs MQTT 5")
         self._check_usable()
-        if self._response_topic is None:
-            topic_name = f"tether/response/{secrets.token_hex(8)}"
-            await self.subscribe(topic_name, qos=1)
-            self._response_topic = topic_name
+        if self._response_subscribed is None:
+            # One response topic per client, subscribed once, however many first
+            # requests run at the same time.
+            self._response_topic = f"tether/response/{secrets.token_hex(8)}"
+            self._response_subscribed = asyncio.ensure_future(self.subscribe(self._response_topic, qos=1))
+        try:
+            await asyncio.shield(self._response_subscribed)
+        except Exception:
+            self._response_subscribed = None  # the next request tries again
+            raise
         correlation = secrets.token_bytes(8)
         assert self._loop is not None
         future: asyncio.Future[Message] = self._loop.create_future()

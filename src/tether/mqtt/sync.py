@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -58,15 +59,23 @@ class MessageStream:
             Timeout: after ``timeout`` seconds.
             StopIteration: once the stream ended.
         """
+        if self._client._loop.is_closed():
+            # The client disconnected, which ended the stream: hand out what it collected.
+            if self._stream._queue:
+                return self._stream._queue.popleft()
+            raise StopIteration
         try:
             return self._client._call(self._stream.__anext__(), timeout)
         except StopAsyncIteration:
             raise StopIteration from None
 
     def __iter__(self) -> Iterator[Message]:
+        """Every message until the client disconnects, however long the wait."""
         while True:
             try:
                 yield self.get()
+            except Timeout:
+                continue
             except StopIteration:
                 return
 
@@ -75,7 +84,8 @@ class MessageStream:
 
     def close(self) -> None:
         """Stop collecting messages."""
-        self._client._loop.call_soon_threadsafe(self._stream.close)
+        if not self._client._loop.is_closed():  # else the stream ended with the client
+            self._client._loop.call_soon_threadsafe(self._stream.close)
 
     def __enter__(self) -> MessageStream:
         return self
@@ -119,14 +129,20 @@ class Client:
         async def build() -> T:
             return make()
 
+        if threading.current_thread() is self._thread:
+            return make()  # waiting for the loop from its own thread would never end
         if not self._thread.is_alive():
             self._thread.start()
         return asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 
+    def _check_thread(self) -> None:
+        if threading.current_thread() is self._thread:
+            raise InvalidState("a blocking call from the client's own event loop thread")
+
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if threading.current_thread() is self._thread:
             coro.close()
-            raise InvalidState("a blocking call from the client's own event loop thread")
+            self._check_thread()
         if self._loop.is_closed():
             coro.close()
             raise InvalidState("the client is closed")
@@ -162,10 +178,14 @@ class Client:
         Raises:
             Refused, Timeout, OSError: as `tether.mqtt.Client.connect`.
         """
+        self._check_thread()
         with self._lock:
-            connected = self._call(self._client.connect(), timeout)
+            stream = None
             if self.on_message is not None and self._dispatcher is None:
+                # Made before connecting: messages a resumed session holds may come with CONNACK.
                 stream = self._run_sync(lambda: self._client.messages(max_queue=self._max_queue))
+            connected = self._call(self._client.connect(), timeout)
+            if stream is not None:
                 self._dispatcher = threading.Thread(
                     target=self._dispatch, args=(stream,), name="tether-mqtt-dispatch", daemon=True
                 )
@@ -174,8 +194,14 @@ class Client:
 
     def _dispatch(self, stream: AsyncMessageStream) -> None:
         while True:
+            next_message = stream.__anext__()
             try:
-                message = asyncio.run_coroutine_threadsafe(stream.__anext__(), self._loop).result()
+                future = asyncio.run_coroutine_threadsafe(next_message, self._loop)
+            except RuntimeError:  # the loop is closed: the callback disconnected the client
+                next_message.close()
+                return
+            try:
+                message = future.result()
             except (StopAsyncIteration, RuntimeError):
                 return
             except Exception as exc:
@@ -193,7 +219,14 @@ class Client:
         """Disconnect, stop the threads; safe to call more than once and from a callback."""
         if self._loop.is_closed():
             return
-        with self._lock:
+        # A callback must not wait for the lock: a thread in disconnect() may hold it while
+        # it waits for the callback to return. That thread finishes what this one started.
+        if not self._lock.acquire(blocking=threading.current_thread() is not self._dispatcher):
+            if self._thread.is_alive():
+                with contextlib.suppress(InvalidState):  # that thread closed the loop
+                    self._call(self._client.disconnect(), timeout)
+            return
+        try:
             if self._thread.is_alive():
                 self._call(self._client.disconnect(), timeout)
             dispatcher = self._dispatcher
@@ -205,9 +238,15 @@ class Client:
                     self._thread.join(self.timeout)
             if not self._thread.is_alive():
                 self._loop.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Client:
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.disconnect()  # stop the loop thread; __exit__ will not run
+            raise
         return self
 
     def __exit__(
