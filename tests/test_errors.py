@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from tether import errors
@@ -62,3 +64,15 @@ def test_refused_carries_the_reason_code() -> None:
     refused = errors.Refused("not authorized", 0x87)
     assert refused.reason_code == 0x87
     assert str(refused) == "not authorized"
+
+
+def test_rpc_error_carries_code_and_message() -> None:
+    error = errors.RpcError(404, "No handler for Foo.Bar")
+    assert (error.code, error.message) == (404, "No handler for Foo.Bar")
+    assert str(error) == "error 404: No handler for Foo.Bar"
+    assert str(errors.RpcError(0)) == "error 0"
+    assert errors.RpcError(-1).message == ""
+    assert isinstance(error, errors.TetherError) and not isinstance(error, errors.ProtocolError)
+    # It survives pickling (e.g. from a worker process).
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.code, copy.message) == (404, "No handler for Foo.Bar")

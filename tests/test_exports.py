@@ -32,6 +32,32 @@ PINNED = {
         "serve",
         "write_htdigest",
     ],
+    "tether.rpc": [
+        "Acl",
+        "AclEntry",
+        "Call",
+        "CallFailed",
+        "CallResult",
+        "DigestAuth",
+        "Dispatcher",
+        "FrameTooBig",
+        "HandlerInfo",
+        "Htdigest",
+        "InvalidFrame",
+        "InvalidId",
+        "InvalidJson",
+        "NotAnObject",
+        "RawJSON",
+        "Reply",
+        "Request",
+        "RequestReceived",
+        "Response",
+        "RpcClientCore",
+        "RpcError",
+        "WrongDestination",
+        "encode_request",
+        "parse_frame",
+    ],
     "tether.ws": [
         "ClientConnection",
         "ClientWebSocket",
@@ -65,6 +91,7 @@ PINNED = {
         "PayloadTooBig",
         "ProtocolError",
         "Refused",
+        "RpcError",
         "TetherError",
         "Timeout",
     ],
@@ -127,7 +154,7 @@ def test_error_tree() -> None:
     assert issubclass(e.ProtocolError, e.TetherError)
     assert issubclass(e.PayloadTooBig, e.ProtocolError)
     assert issubclass(e.InvalidUtf8, e.ProtocolError)
-    for cls in (e.InvalidState, e.ConnectionClosed, e.HandshakeError, e.Timeout):
+    for cls in (e.InvalidState, e.ConnectionClosed, e.HandshakeError, e.RpcError, e.Timeout):
         assert cls.__bases__[0] is e.TetherError
     assert issubclass(e.Timeout, TimeoutError)
     assert issubclass(e.TetherError, Exception)

@@ -46,6 +46,12 @@ CORE_MODULES = [
     "tether.http.parser",
     "tether.http.protocol",
     "tether.http.multipart",
+    "tether.rpc.frames",
+    "tether.rpc.patterns",
+    "tether.rpc.schema",
+    "tether.rpc.acl",
+    "tether.rpc.auth",
+    "tether.rpc.client",
 ]
 CORE_FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "time", "selectors"}
 

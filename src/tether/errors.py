@@ -11,6 +11,7 @@ Every error tether raises on its own account derives from `TetherError`::
     ├── ConnectionClosed   .code, .reason; the connection is closed
     ├── HandshakeError     .status, .headers; the opening handshake failed
     ├── Refused            .reason_code; an MQTT server said no (CONNACK, SUBACK, PUBACK)
+    ├── RpcError           .code, .message; an mg_rpc call failed (the error reply's fields)
     └── Timeout            also a builtin TimeoutError
 
 A peer's mistake never raises inside a protocol core's ``receive_data()``: the
@@ -31,6 +32,7 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "Refused",
+    "RpcError",
     "TetherError",
     "Timeout",
 ]
@@ -144,6 +146,27 @@ class Refused(TetherError):
     def __init__(self, message: str, reason_code: int) -> None:
         super().__init__(message)
         self.reason_code = reason_code
+
+
+class RpcError(TetherError):
+    """An mg_rpc call failed: the ``error`` of a reply frame (spec mgos-rpc.md §1.2).
+
+    A handler raises it to answer with that error; a client raises it when the
+    reply carries one.
+
+    Attributes:
+        code: the ``error.code``, e.g. 404 (no handler), 400 (bad arguments),
+            401 (authentication needed), 403 (denied), -1 (generic application error).
+        message: the ``error.message``, "" when the reply has none.
+    """
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"error {self.code}: {self.message}" if self.message else f"error {self.code}"
 
 
 class Timeout(TetherError, TimeoutError):

@@ -1,0 +1,152 @@
+"""tether.rpc.client: the sans-I/O client core, also back to back with a Dispatcher."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.errors import RpcError
+from tether.rpc import (
+    Acl,
+    CallFailed,
+    CallResult,
+    DigestAuth,
+    Dispatcher,
+    InvalidJson,
+    Request,
+    RequestReceived,
+    RpcClientCore,
+)
+from tether.rpc.auth import challenge_message, digest_ha1
+
+
+def test_ids_and_frames() -> None:
+    core = RpcClientCore("mos", rng=random.Random(1))
+    first = core.call("Sys.GetInfo")
+    second = core.call("Sum", {"a": 1}, dst="dev", tag="t")
+    assert 2**40 <= first < 2**41 and second == first + 1
+    assert core.frames_to_send() == [
+        f'{{"id":{first},"src":"mos","method":"Sys.GetInfo"}}'.encode(),
+        f'{{"id":{second},"src":"mos","dst":"dev","tag":"t","method":"Sum","params":{{"a":1}}}}'.encode(),
+    ]
+    assert core.frames_to_send() == []
+    assert core.pending == 2
+    assert "mos" in repr(core)
+
+
+def test_matching() -> None:
+    core = RpcClientCore(None, dst="dev")
+    a, b, c = core.call("A"), core.call("B"), core.call("C")
+    assert json.loads(core.frames_to_send()[0]) == {"id": a, "dst": "dev", "method": "A"}
+    core.receive_frame(f'{{"id":{b},"result":{{"x":1}}}}')
+    core.receive_frame(f'{{"id":{a},"error":{{"code":404,"message":"No handler for A"}}}}')
+    core.receive_frame(f'{{"id":{c},"error":{{"code":0}}}}')  # mos: code 0 is success
+    core.receive_frame(f'{{"id":{c},"result":1}}')  # already answered: ignored
+    core.receive_frame('{"id":"other","result":1}')
+    core.receive_frame('{"result":1}')
+    events = core.events_received()
+    assert events == [CallResult(b, {"x": 1}), CallFailed(a, RpcError(0)), CallResult(c, None)]
+    failed = events[1]
+    assert isinstance(failed, CallFailed)
+    assert (failed.error.code, failed.error.message) == (404, "No handler for A")
+    assert core.events_received() == [] and core.pending == 0
+    with pytest.raises(InvalidJson):
+        core.receive_frame(b"{")
+
+
+def test_malformed_error_and_requests() -> None:
+    core = RpcClientCore()
+    a = core.call("A")
+    core.receive_frame(f'{{"id":{a},"error":"boom"}}')
+    core.receive_frame('{"id":5,"src":"backend","method":"Sys.GetInfo"}')
+    failed, request = core.events_received()
+    assert isinstance(failed, CallFailed) and failed.error.code == -1
+    assert request == RequestReceived(Request("Sys.GetInfo", None, 5, "5", "backend"))
+
+
+def test_queue_evicts_the_oldest_and_cancel() -> None:
+    core = RpcClientCore(max_pending=2)
+    a, b, c = core.call("A"), core.call("B"), core.call("C")
+    [evicted] = core.events_received()
+    assert evicted == CallFailed(a, RpcError(0))
+    assert isinstance(evicted, CallFailed)
+    assert (evicted.error.code, evicted.error.message) == (429, "Request queue overflow")
+    assert core.cancel(b) and not core.cancel(b) and not core.cancel(a)
+    core.receive_frame(f'{{"id":{b},"result":1}}')
+    assert core.events_received() == [] and core.pending == 1
+    assert c
+    with pytest.raises(ValueError, match="max_pending"):
+        RpcClientCore(max_pending=0)
+
+
+def test_notify() -> None:
+    core = RpcClientCore("s", dst="d")
+    core.notify("Log", {"x": 1})
+    core.notify("Log", dst="e")
+    assert core.frames_to_send() == [
+        b'{"src":"s","dst":"d","method":"Log","params":{"x":1}}',
+        b'{"src":"s","dst":"e","method":"Log"}',
+    ]
+    assert core.pending == 0
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["", "not json", challenge_message("RPC", 1).replace("MD5", "SHA-512")],
+)
+def test_401_that_cannot_be_answered_fails(message: str) -> None:
+    core = RpcClientCore(credentials=("admin", "secret"))
+    a = core.call("A")
+    core.frames_to_send()
+    core.receive_frame(json.dumps({"id": a, "error": {"code": 401, "message": message}}))
+    assert core.frames_to_send() == []
+    [failed] = core.events_received()
+    assert isinstance(failed, CallFailed) and failed.error.code == 401
+
+
+# Back to back: the client core wired to a dispatcher, no sockets.
+
+
+async def exchange(core: RpcClientCore, dispatcher: Dispatcher) -> list[Any]:
+    while frames := core.frames_to_send():
+        for frame in frames:
+            reply = await dispatcher.handle(frame, channel="WS_in")
+            if reply is not None:
+                core.receive_frame(reply)
+    return core.events_received()
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Dispatcher:
+    path = tmp_path / "htdigest"
+    path.write_text(f"admin:RPC:{digest_ha1('admin', 'RPC', 'secret')}\n")
+    acl = Acl.parse([{"method": "Config.*", "acl": "admin"}, {"method": "*", "acl": "*"}])
+    d = Dispatcher("dev", acl=acl, auth=DigestAuth(path), clock=lambda: 1700000100)
+    d.add_handler("Config.Get", lambda call: {"user": call.user})
+    return d
+
+
+async def test_digest_retry_back_to_back(device: Dispatcher) -> None:
+    core = RpcClientCore("mos", credentials=("admin", "secret"), rng=random.Random(7))
+    a = core.call("Config.Get")
+    assert await exchange(core, device) == [CallResult(a, {"user": "admin"})]
+    b = core.call("RPC.Ping")
+    assert await exchange(core, device) == [CallResult(b, {"channel_info": ""})]
+
+
+async def test_wrong_password_fails_after_one_retry(device: Dispatcher) -> None:
+    core = RpcClientCore("mos", credentials=("admin", "wrong"))
+    a = core.call("Config.Get")
+    [failed] = await exchange(core, device)
+    assert isinstance(failed, CallFailed) and failed.id == a and failed.error.code == 401
+
+
+async def test_no_credentials_gets_401(device: Dispatcher) -> None:
+    core = RpcClientCore("mos")
+    core.call("Config.Get")
+    [failed] = await exchange(core, device)
+    assert isinstance(failed, CallFailed) and failed.error.code == 401
