@@ -1,4 +1,4 @@
-"""A session fixture ``browser``: Debian's Chromium, headless, driven by Playwright.
+"""A module fixture ``browser``: Debian's Chromium, headless, driven by Playwright.
 
 Import it into a test module (``from tests.integration.browser import browser``)
 to use it. Playwright's own browser downloads are never used: the fixture
@@ -42,9 +42,14 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium `playwright.sync_api.Browser`, shared by the session."""
+    """A headless Chromium `playwright.sync_api.Browser`, shared by one test module.
+
+    Not by the session: while Playwright's synchronous API is open it keeps an event
+    loop running in the main thread, and every later test that calls asyncio.run()
+    would fail.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -5,6 +5,13 @@ drives them. The parser is written by hand: a request head is located with one
 ``bytes.find`` and split with ``bytes.split``, so the work per request is a
 handful of C-level calls instead of one Python callback per header field (see
 docs/http.md for the measurements against httptools and h11).
+
+`match_simple_head` is the fast path for the common head (a plain request line
+and ordinary fields, all in the buffer): one regular expression locates and
+validates it, and the fields are split only when someone reads them. Whatever it
+does not accept goes to `parse_request_head`, which gives the same result for
+every head both accept (tests/http/test_parser.py checks it with Hypothesis) and
+says what is wrong with the others.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ __all__ = [
     "Headers",
     "encode_chunk",
     "encode_response_head",
+    "match_simple_head",
     "parse_chunk_size",
     "parse_request_head",
     "reason_phrase",
+    "split_fields",
 ]
 
 # RFC 9110 §5.6.2: token characters (methods, header names); RFC 9112 §3.2: a request
@@ -37,6 +46,14 @@ _FIELDS = re.compile(
     r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
 )
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# The common head, as bytes, through its final CRLF CRLF: the same token, target and
+# field-value characters as above, HTTP/1.0 or 1.1, every field line ending in CRLF.
+# No field value holds CR or LF, so the match ends at the first CRLF CRLF of the
+# buffer, as bytes.find would have found it.
+_SIMPLE_HEAD = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n"
+)
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
@@ -80,19 +97,40 @@ class Headers:
         items: (name, value) pairs.
     """
 
-    __slots__ = ("_items", "_map")
+    # A head parsed by match_simple_head keeps its field lines as bytes in _block
+    # until a field is read: most handlers of a REST endpoint never look.
+    __slots__ = ("_block", "_list", "_map")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = [(name.lower(), value) for name, value in items]
+        self._list: list[tuple[str, str]] | None = [(name.lower(), value) for name, value in items]
         self._map: dict[str, str] | None = None
+        self._block = b""
 
     @classmethod
     def _lowered(cls, items: list[tuple[str, str]]) -> Headers:
         """Wrap items whose names are already lowercase, without a copy."""
         headers = cls.__new__(cls)
-        headers._items = items
+        headers._list = items
         headers._map = None
+        headers._block = b""
         return headers
+
+    @classmethod
+    def _unsplit(cls, block: bytes) -> Headers:
+        """Wrap field lines, each ending in CRLF, checked by match_simple_head; split on first use."""
+        headers = cls.__new__(cls)
+        headers._list = None
+        headers._map = None
+        headers._block = block
+        return headers
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        items = self._list
+        if items is None:
+            items = self._list = split_fields(self._block[:-2].decode("latin-1")) if self._block else []
+            self._block = b""
+        return items
 
     def _index(self) -> dict[str, str]:
         mapping = self._map
@@ -174,20 +212,46 @@ def parse_request_head(
         raise HTTPError(400, "malformed request line")
     if _TOKEN_STR.fullmatch(method) is None or _TARGET_STR.fullmatch(target) is None:
         raise HTTPError(400, "malformed request line")
-    fields: list[tuple[str, str]] = []
     if line_end < 0:
-        return method, target, version, fields
+        return method, target, version, []
     # RFC 9112 §5.1: no whitespace between name and colon; §5.2: obs-fold (a line
     # starting with whitespace) is rejected, as the name must be a token.
     if _FIELDS.fullmatch(text, line_end + 2) is None:
         raise HTTPError(400, "malformed header field")
-    lines = text[line_end + 2 :].split("\r\n")
-    if len(lines) > max_headers:
+    fields = split_fields(text[line_end + 2 :])
+    if len(fields) > max_headers:
         raise HTTPError(431, f"more than {max_headers} header fields")
-    for line in lines:
+    return method, target, version, fields
+
+
+def split_fields(text: str) -> list[tuple[str, str]]:
+    """Split field lines (RFC 9112 §5) already checked as token ":" value, joined by CRLF.
+
+    Returns:
+        (name, value) pairs: names lowercase, values without surrounding whitespace.
+    """
+    fields = []
+    for line in text.split("\r\n"):
         name, _, value = line.partition(":")
         fields.append((name.lower(), value.strip(" \t")))
-    return method, target, version, fields
+    return fields
+
+
+def match_simple_head(buf: bytes | bytearray, max_head_size: int) -> re.Match[bytes] | None:
+    """Match the common request head at the start of buf, through its final CRLF CRLF.
+
+    The fast path of request parsing: a request line and field lines that
+    `parse_request_head` would accept, of HTTP/1.0 or 1.1, no longer than
+    max_head_size (without the final CRLF CRLF), complete in buf.
+
+    Returns:
+        The match, whose end() is the offset after the head and whose groups
+        are method, target, minor version (b"0" or b"1") and the field lines,
+        each ending in CRLF. None when the head is not such a head, or is
+        incomplete: then parse it with `parse_request_head`, which says what is
+        wrong. Check the request line and field count limits on the match.
+    """
+    return _SIMPLE_HEAD.match(buf, 0, max_head_size + 4)
 
 
 def parse_chunk_size(line: bytes | bytearray) -> int:

@@ -52,9 +52,21 @@ _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 _JSON_FIELDS = (("Content-Type", _JSON),)
 _CoroutineType = types.CoroutineType
+_copy_context = contextvars.copy_context
 _LINGER_TIMEOUT = 2.0
 _LINGER_BYTES = 2**24
 _PIPELINE_HIGH = 2**16
+
+
+# State.X is a descriptor lookup on Python 3.11 (0.1 µs): the hot path uses these.
+_IDLE, _BODY, _SENDING, _DONE, _ERROR, _CLOSED = (
+    State.IDLE,
+    State.BODY,
+    State.SENDING,
+    State.DONE,
+    State.ERROR,
+    State.CLOSED,
+)
 
 
 class _Upgrade:
@@ -126,7 +138,7 @@ class _HttpConnection(asyncio.Protocol):
                 self._transport.close()
             return
         core = self._core
-        if core.request_state is State.BODY:
+        if core.request_state is _BODY:
             self._set_deadline(self._server.body_timeout)
         # A head that is not complete after this gets its header_timeout in _settle().
         core.receive_data(data)
@@ -204,7 +216,7 @@ class _HttpConnection(asyncio.Protocol):
         assert transport is not None
         if self._lingering:
             transport.close()
-        elif core.request_state is State.IDLE and core.response_state is State.IDLE:
+        elif core.request_state is _IDLE and core.response_state is _IDLE:
             if core.buffered:
                 # RFC 9110 §15.5.9: the head did not arrive in time (a slowloris client).
                 logger.info("request head from %s timed out", self._client)
@@ -212,7 +224,7 @@ class _HttpConnection(asyncio.Protocol):
                 core.respond(408, [("Content-Type", _TEXT)], b"Request Timeout\n", close=True)
                 self._flush()
             transport.close()
-        elif core.request_state is State.BODY:
+        elif core.request_state is _BODY:
             request = self._request
             if request is not None and request._waiter is not None:
                 logger.info("request body from %s timed out", self._client)
@@ -247,7 +259,7 @@ class _HttpConnection(asyncio.Protocol):
                     elif kind is EndOfMessage:
                         if self._request is not None:
                             self._request._end()
-                        if core.request_state is State.DONE:
+                        if core.request_state is _DONE:
                             self._deadline = None
                     else:
                         self._on_invalid(event)  # type: ignore[arg-type]
@@ -259,19 +271,18 @@ class _HttpConnection(asyncio.Protocol):
         """Write what is pending; close, wait for the next head, or apply back-pressure."""
         if self._switched:
             return
-        self._flush()
         core = self._core
         transport = self._transport
         if transport is None or self._lost:
+            core.data_to_send()  # nowhere to write it
             return
-        if core.must_close:
-            self._close_after_response()
-            return
-        if core.request_state is State.CLOSED and core.response_state is not State.SENDING:
-            if self._task is None:
-                transport.close()
-            return
-        if core.request_state is State.IDLE and core.response_state is State.IDLE and self._task is None:
+        data = core.data_to_send()
+        if data:
+            transport.write(data)
+        request_state = core.request_state
+        response_state = core.response_state
+        if request_state is _IDLE and response_state is _IDLE and self._task is None:
+            # The common case first: the response went out, wait for the next head.
             if self._server._closing:
                 core.close()
                 transport.close()
@@ -283,8 +294,14 @@ class _HttpConnection(asyncio.Protocol):
             else:
                 self._head_timer = False
                 self._set_deadline(self._server.keep_alive_timeout)
-            self._resume_reading()
-        elif core.request_state is State.DONE and core.buffered > _PIPELINE_HIGH:
+            if self._reading_paused:
+                self._resume_reading()
+        elif response_state is _CLOSED:
+            self._close_after_response()
+        elif request_state is _CLOSED and response_state is not _SENDING:
+            if self._task is None:
+                transport.close()
+        elif request_state is _DONE and core.buffered > _PIPELINE_HIGH:
             self._pause_reading()  # a pipelining client that runs ahead of the responses
 
     def _pause_reading(self) -> None:
@@ -299,7 +316,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def _body_consumed(self) -> None:
         """The handler took the buffered body: read on."""
-        if self._core.request_state is State.BODY:
+        if self._core.request_state is _BODY:
             self._resume_reading()
 
     def _send_continue(self) -> None:
@@ -319,7 +336,7 @@ class _HttpConnection(asyncio.Protocol):
         core = self._core
         if self._lingering:
             return
-        if core.request_state in (State.BODY, State.ERROR) and transport.can_write_eof():
+        if core.request_state in (_BODY, _ERROR) and transport.can_write_eof():
             # The client may still be sending a body we refused: read and drop it for a
             # while, so that its TCP stack does not answer our response with a reset
             # before the client has read it (the "lingering close" of HTTP servers).
@@ -336,7 +353,7 @@ class _HttpConnection(asyncio.Protocol):
         if self._request is not None:
             self._request._fail(HTTPError(event.status, event.message))
             return  # the handler answers (or has answered) this request
-        if self._core.response_state is State.IDLE:
+        if self._core.response_state is _IDLE:
             self._core.respond(
                 event.status, [("Content-Type", _TEXT)], (event.message + "\n").encode(), close=True
             )
@@ -372,7 +389,7 @@ class _HttpConnection(asyncio.Protocol):
             # Run the handler's first step here: one that never waits (most do not)
             # is answered at once, without a task or a turn of the loop. It runs in a
             # copy of the context, as a task's steps would.
-            context = contextvars.copy_context()
+            context = _copy_context()
             try:
                 yielded = context.run(result.send, None)
             except StopIteration as stop:
@@ -395,13 +412,23 @@ class _HttpConnection(asyncio.Protocol):
     def _dispatch(self, request: Request, event: RequestReceived) -> Any:
         """Route the request; return what to answer, or a coroutine that gives it."""
         app = self._app
-        path = request.path
+        target = request.target
+        if target[:1] == "/" and "?" not in target and "%" not in target:
+            path = request._path = target  # what request.path gives, without its steps
+        else:
+            path = request.path
         if event.upgrade is not None and event.upgrade.lower() == "websocket":
             ws_route = app._ws.get(path)
             if ws_route is not None:
                 if ws_route.auth is not None:
                     request.user = ws_route.auth.authenticate(request)
                 return _Upgrade(ws_route.server)
+        table = app._exact.get(path)
+        route = table.get(request.method) if table is not None else None
+        if route is not None:  # a fixed path: no parameters (path_params stays {})
+            if route.auth is not None:
+                request.user = route.auth.authenticate(request)
+            return route.handler(request)
         route, params, allowed = app._match(request.method, path)
         if route is not None:
             if route.auth is not None:
@@ -584,7 +611,8 @@ class _HttpConnection(asyncio.Protocol):
 
     def _done(self, request: Request) -> None:
         """The response is complete: drop the request's temporary files."""
-        request._cleanup()
+        if request._files:
+            request._cleanup()
         if self._request is request:
             self._request = None
 
@@ -827,8 +855,8 @@ class Server:
         for conn in list(self._connections):
             core = conn._core
             if (
-                core.request_state is State.IDLE
-                and core.response_state is State.IDLE
+                core.request_state is _IDLE
+                and core.response_state is _IDLE
                 and conn._task is None
                 and conn._transport is not None
             ):
