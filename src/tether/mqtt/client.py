@@ -115,6 +115,8 @@ def _payload(data: Payload) -> bytes:
 class _Link:
     """What the client needs of a network connection."""
 
+    __slots__ = ()
+
     @property
     def paused(self) -> bool:
         """True while the write buffer is over the client's ``write_limit``."""
@@ -141,6 +143,14 @@ class _Link:
 
 class _StreamLink(_Link, asyncio.Protocol):
     """MQTT over TCP or TLS."""
+
+    __slots__ = (
+        "_client",
+        "_drainers",
+        "_lost",
+        "_paused",
+        "_transport",
+    )
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -215,14 +225,21 @@ class _StreamLink(_Link, asyncio.Protocol):
 class _WebSocketLink(_Link):
     """MQTT over WebSocket (MQTT 5.0 §6): binary messages carrying the byte stream."""
 
+    __slots__ = (
+        "_client",
+        "_resume",
+        "_task",
+        "_ws",
+    )
+
     def __init__(self, client: Client, ws: Any) -> None:
         from tether.ws.client import ClientWebSocket
 
         assert isinstance(ws, ClientWebSocket)
         self._client = client
         self._ws = ws
-        self._reading = asyncio.Event()
-        self._reading.set()
+        # Set while reading is paused; resolved to resume (an Event would cost a deque).
+        self._resume: asyncio.Future[None] | None = None
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -233,8 +250,8 @@ class _WebSocketLink(_Link):
                     # 5.0 §6 [MQTT-6.0.0-1]: a text message closes the connection.
                     raise ProtocolError("text message on an MQTT WebSocket")
                 self._client._received(self, message)
-                if not self._reading.is_set():
-                    await self._reading.wait()
+                if self._resume is not None:
+                    await self._resume
         except ConnectionClosed as exc:
             error = None if exc.ok else exc
         except ProtocolError as exc:
@@ -264,10 +281,13 @@ class _WebSocketLink(_Link):
             transport.abort()
 
     def pause_reading(self) -> None:
-        self._reading.clear()
+        if self._resume is None:
+            self._resume = asyncio.get_running_loop().create_future()
 
     def resume_reading(self) -> None:
-        self._reading.set()
+        resume, self._resume = self._resume, None
+        if resume is not None and not resume.done():
+            resume.set_result(None)
 
 
 # --- message streams -------------------------------------------------------------------------
@@ -282,6 +302,17 @@ class MessageStream:
     Iteration ends after `Client.disconnect()`, or raises the error that ended the
     client. ``close()`` (or leaving ``async with``) stops collecting.
     """
+
+    __slots__ = (
+        "_client",
+        "_end",
+        "_ended",
+        "_full",
+        "_queue",
+        "_waiter",
+        "filter",
+        "max_queue",
+    )
 
     def __init__(self, client: Client, filter: str | None, max_queue: int) -> None:
         if filter is not None:
@@ -402,6 +433,59 @@ class Client:
         ValueError: for a bad URL or argument.
     """
 
+    __slots__ = (
+        "_backoff",
+        "_client_id",
+        "_closing",
+        "_connack",
+        "_connected_waiters",
+        "_core",
+        "_core_args",
+        "_ended",
+        "_error",
+        "_flush_handle",
+        "_full_streams",
+        "_link",
+        "_loop",
+        "_lost",
+        "_publish_turn",
+        "_publishers_waiting",
+        "_publishes",
+        "_requests",
+        "_response_subscribed",
+        "_response_topic",
+        "_responses",
+        "_run_task",
+        "_server_hostname",
+        "_space_waiters",
+        "_ssl",
+        "_started",
+        "_store",
+        "_store_arg",
+        "_streams",
+        "_subscriptions",
+        "_timer",
+        "_timer_when",
+        "_unwritten",
+        "_unwritten_size",
+        "_up",
+        "clean_start",
+        "connect_timeout",
+        "host",
+        "keepalive",
+        "on_connect",
+        "on_disconnect",
+        "on_message",
+        "path",
+        "port",
+        "reconnect",
+        "scheme",
+        "session_expiry",
+        "url",
+        "version",
+        "write_limit",
+    )
+
     def __init__(
         self,
         url: str,
@@ -489,7 +573,7 @@ class Client:
         self._connack: asyncio.Future[Connected] | None = None
         self._lost: asyncio.Future[BaseException | None] | None = None
         self._connected_waiters: list[asyncio.Future[None]] = []
-        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._space_waiters: list[asyncio.Future[None]] = []
         self._publish_turn = asyncio.Lock()
         # Publishes accepted since the last write to the outbox (see _flush()).
         self._unwritten = 0
@@ -941,7 +1025,7 @@ class Client:
         # Only the publish at the head of the line waits here (see publish()).
         waiters = self._space_waiters
         while waiters:
-            waiter = waiters.popleft()
+            waiter = waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
 

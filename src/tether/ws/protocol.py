@@ -151,7 +151,7 @@ _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0
 _SMALL_HEADERS.update(
     {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
 )
-_MASK_POOL = 4096
+_MASK_POOL = 256  # 64 keys per os.urandom() call; small, since every client connection has one
 
 
 class Connection:
@@ -171,6 +171,41 @@ class Connection:
     Raises:
         ValueError: if a limit is not positive.
     """
+
+    __slots__ = (
+        "_buf",
+        "_compress",
+        "_decoder",
+        "_deflate",
+        "_events",
+        "_fast_max",
+        "_frame_fin",
+        "_frame_mask",
+        "_left",
+        "_mask_at",
+        "_mask_bit",
+        "_mask_pool",
+        "_mask_pos",
+        "_msg_compressed",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_out",
+        "_send_compressed",
+        "_send_opcode",
+        "_stopped",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "deflate_params",
+        "eof_received",
+        "error",
+        "handshake_error",
+        "is_client",
+        "max_frame_size",
+        "max_message_size",
+        "state",
+    )
 
     def __init__(
         self,
@@ -510,7 +545,7 @@ class Connection:
     # ------------------------------------------------------------------ output
 
     def _next_mask(self) -> bytes:
-        # RFC 6455 §5.3: masking keys from a strong source; drawn 4 KiB at a time.
+        # RFC 6455 §5.3: masking keys from a strong source, drawn 64 at a time.
         at = self._mask_at
         if at + 4 > _MASK_POOL:
             self._mask_pool = os.urandom(_MASK_POOL)
@@ -727,6 +762,16 @@ class ClientConnection(Connection):
         **kwargs: the limits of `Connection`.
     """
 
+    __slots__ = (
+        "_head",
+        "_offer_deflate",
+        "_offer_subprotocols",
+        "key",
+        "request",
+        "response",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         host: str,
@@ -843,6 +888,16 @@ class ServerConnection(Connection):
         max_head_size: the largest request head accepted (431 beyond).
         **kwargs: the limits of `Connection`.
     """
+
+    __slots__ = (
+        "_accept_deflate",
+        "_early",
+        "_head",
+        "request",
+        "response",
+        "subprotocol",
+        "subprotocols",
+    )
 
     def __init__(
         self,
