@@ -52,6 +52,7 @@ CORE_MODULES = [
     "tether.rpc.acl",
     "tether.rpc.auth",
     "tether.rpc.client",
+    "tether.rpc.serialframe",
 ]
 CORE_FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "time", "selectors"}
 

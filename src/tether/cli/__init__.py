@@ -20,15 +20,19 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``tether`` and its subcommands."""
-    from tether.cli import http, mqtt, ws
+    from tether.cli import http, mqtt, rpc, ws
 
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--port", dest="global_port", metavar="URL", help="the device for `call`, as in `mos --port URL call`"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     ws.add_parser(commands)
     http.add_parser(commands)
     mqtt.add_parser(commands)
+    rpc.add_parser(commands)
     return parser
 
 

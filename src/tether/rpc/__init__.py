@@ -13,8 +13,21 @@ Serve handlers::
     reply = await dispatcher.handle(b'{"id":1,"src":"mos","method":"Sum","params":{"a":1,"b":2}}',
                                     channel="WS_in", peer="10.0.0.9:51234")
 
-Channels (WebSocket, HTTP, MQTT, serial) and the connected client are not here
-yet; `RpcClientCore` is the client's sans-I/O core. See docs/rpc.md.
+Serve them over WebSocket and HTTP on ``/rpc`` of a `tether.http.App`, and dial a
+backend::
+
+    app = tether.http.App()
+    tether.rpc.mount_rpc(app, dispatcher)
+    async with tether.http.serve(app, "127.0.0.1", 8000):
+        async with tether.rpc.DialOut(dispatcher, "ws://backend:8000/rpc") as dialout:
+            ...
+
+Call a device::
+
+    async with tether.rpc.connect("ws://127.0.0.1:8000/rpc") as client:
+        print(await client.call("Sum", {"a": 1, "b": 2}))
+
+`RpcClientCore` is the client's sans-I/O core. See docs/rpc.md.
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ from __future__ import annotations
 from tether.errors import RpcError
 from tether.rpc.acl import Acl, AclEntry
 from tether.rpc.auth import DigestAuth, Htdigest
+from tether.rpc.channels import DialOut, RpcMount, mount_rpc
 from tether.rpc.client import CallFailed, CallResult, RequestReceived, RpcClientCore
+from tether.rpc.connection import RpcClient, connect
 from tether.rpc.dispatch import Call, Dispatcher, HandlerInfo
 from tether.rpc.frames import (
     FrameTooBig,
@@ -38,6 +53,7 @@ from tether.rpc.frames import (
     encode_request,
     parse_frame,
 )
+from tether.rpc.transports import HttpTransport, Transport, WebSocketTransport, open_transport
 
 __all__ = [
     "Acl",
@@ -45,11 +61,13 @@ __all__ = [
     "Call",
     "CallFailed",
     "CallResult",
+    "DialOut",
     "DigestAuth",
     "Dispatcher",
     "FrameTooBig",
     "HandlerInfo",
     "Htdigest",
+    "HttpTransport",
     "InvalidFrame",
     "InvalidId",
     "InvalidJson",
@@ -59,9 +77,16 @@ __all__ = [
     "Request",
     "RequestReceived",
     "Response",
+    "RpcClient",
     "RpcClientCore",
     "RpcError",
+    "RpcMount",
+    "Transport",
+    "WebSocketTransport",
     "WrongDestination",
+    "connect",
     "encode_request",
+    "mount_rpc",
+    "open_transport",
     "parse_frame",
 ]

@@ -300,8 +300,34 @@ def parse_frame(
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidJson("frame is not valid UTF-8") from exc
-    fields, id_json = _parse_object(text)
+    parsed = _parse_common(text)
+    fields, id_json = parsed if parsed is not None else _parse_object(text)
     return _frame_from(fields, id_json)
+
+
+def _parse_common(text: str) -> tuple[dict[str, Any], str | None] | None:
+    """The fast path of `parse_frame`: the whole frame by the C decoder.
+
+    It applies when the ``id``'s JSON text follows from its value: absent, a
+    non-zero integer (JSON writes integers one way only; ``-0`` and ``0`` differ),
+    or a string in a frame without any backslash (so written as is). Otherwise,
+    and for any error, None: `_parse_object` then keeps the id's text and words
+    the error.
+    """
+    try:
+        fields = _decoder.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if type(fields) is not dict:
+        return None
+    if "id" not in fields:
+        return fields, None
+    frame_id = fields["id"]
+    if type(frame_id) is int and frame_id != 0:
+        return fields, str(frame_id)
+    if type(frame_id) is str and "\\" not in text:
+        return fields, '"' + frame_id + '"'
+    return None
 
 
 def _frame_from(fields: dict[str, Any], id_json: str | None) -> Request | Response:
@@ -311,7 +337,13 @@ def _frame_from(fields: dict[str, Any], id_json: str | None) -> Request | Respon
     method = fields.get("method")
     if method is not None and not isinstance(method, str):
         raise InvalidFrame(f"method must be a string, not {_json_type(method)}")
-    src, dst, tag = (_string_or_none(fields.get(name)) for name in ("src", "dst", "tag"))
+    src, dst, tag = fields.get("src"), fields.get("dst"), fields.get("tag")
+    if type(src) is not str:
+        src = None
+    if type(dst) is not str:
+        dst = None
+    if type(tag) is not str:
+        tag = None
     if method:
         # §1 table: "args" is the deprecated synonym of "params" (mos --mgrpc-compat-args).
         params = fields["params"] if "params" in fields else fields.get("args")
@@ -331,10 +363,6 @@ def _frame_from(fields: dict[str, Any], id_json: str | None) -> Request | Respon
         else:
             code, message = -1, f"malformed error {_dumps(error)}"
     return Response(frame_id, id_json, fields.get("result"), code, message, src, dst, tag)
-
-
-def _string_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _json_type(value: Any) -> str:
@@ -362,6 +390,18 @@ _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # unty
 _whitespace = re.compile(r"[ \t\n\r]*")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode_string: Any = json.encoder.encode_basestring  # what the encoder above uses for a str
+try:
+    # JSONEncoder.encode() builds this C encoder anew for every container; built once, a
+    # small reply costs much less. Without circular checks: a cycle ends in RecursionError
+    # and the checking encoder reports it.
+    from _json import make_encoder as _make_encoder
+
+    _c_encoder: Any = _make_encoder(
+        None, json.JSONEncoder().default, _encode_string, None, ":", ",", False, False, False
+    )
+except ImportError:  # pragma: no cover - an interpreter without the _json accelerator
+    _c_encoder = None
 
 
 def _skip_ws(text: str, at: int) -> int:
@@ -370,6 +410,14 @@ def _skip_ws(text: str, at: int) -> int:
 
 
 def _dumps(value: Any) -> str:
+    if type(value) is str:
+        text: str = _encode_string(value)
+        return text
+    if _c_encoder is not None:
+        try:
+            return "".join(_c_encoder(value, 0))
+        except (TypeError, ValueError, RecursionError):
+            pass  # the checking encoder below raises the error with its usual message
     return _encode(value)
 
 

@@ -1,0 +1,228 @@
+"""The inbound WebSocket channel: ``/rpc`` on a `tether.http.App` (spec mgos-rpc.md §2.1).
+
+Theory of operation. Each WebSocket connection is one non-persistent channel of
+type ``WS_in``. Every message, text or binary, is one frame and goes to
+`Dispatcher.handle`; the reply goes back on the same connection as a text
+message. Requests on one connection run concurrently, as in mg_rpc, where an
+asynchronous handler answers whenever it is done: replies may come back in
+another order than the requests, matched by ``id``. The dispatcher's
+``max_pending`` bounds the calls running at once (429 beyond).
+
+A frame the firmware treats as invalid (`InvalidFrame`: not JSON, not an object,
+a bad ``id``, too big, another device's ``dst``) closes the connection with the
+error's close code (1007, or 1009 for a frame over the limit), as the firmware
+closes a non-persistent channel (§1.1 step 1).
+
+To save a task and a turn of the loop per call, the dispatcher's coroutine is
+stepped once in place: a handler that does not wait (most, and the built-ins)
+is answered at once; one that waits is handed to a task where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any
+
+from tether.errors import ConnectionClosed
+from tether.http.app import App
+from tether.http.auth import DigestAuth as HttpDigestAuth
+from tether.http.parser import HTTPError
+from tether.rpc.dispatch import Dispatcher
+from tether.rpc.frames import InvalidFrame
+from tether.ws.server import ServerWebSocket
+
+__all__ = ["SUBPROTOCOLS", "WebSocketChannel", "format_peer", "mount_websocket"]
+
+logger = logging.getLogger("tether.rpc")
+
+#: Subprotocols accepted on ``/rpc``, echoed when the client offers one (§2.1): the
+#: firmware client's, mos's, and the device simulator's. A client offering none is
+#: accepted too.
+SUBPROTOCOLS = ("json-rpc", "clubby.cesanta.com", "dash.mongoose-os.com")
+
+
+def format_peer(address: Any) -> str:
+    """``host:port`` of a socket address (``RPC.Ping``'s ``channel_info``), "" if unknown."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return "" if address is None else str(address)
+
+
+class _Resumed:
+    """Awaits a coroutine whose first step already ran and yielded `yielded`."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and the like go into coro
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def step(
+    coro: Coroutine[Any, Any, Any],
+    done: Callable[[Any], None],
+    failed: Callable[[BaseException], None],
+    tasks: set[asyncio.Task[None]],
+) -> None:
+    """Run coro's first step now; finish it in a task only if it waits.
+
+    done gets the value, failed the exception (also when raised at once); a task
+    made for the rest is kept in tasks until it ends.
+    """
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as stop:
+        done(stop.value)
+        return
+    except Exception as exc:
+        failed(exc)
+        return
+
+    async def rest() -> None:
+        try:
+            value = await _Resumed(coro, yielded)
+        except Exception as exc:
+            failed(exc)
+        else:
+            done(value)
+
+    task = asyncio.get_running_loop().create_task(rest(), context=context)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+class _HandshakeView:
+    """The upgrade request as `tether.http.auth` reads a request: method, target, headers."""
+
+    __slots__ = ("headers", "method", "target")
+
+    def __init__(self, method: str, target: str, headers: Any) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+
+
+class WebSocketChannel:
+    """The handler of WebSocket connections on ``/rpc``: one ``WS_in`` channel each.
+
+    Use `mount_websocket` (or `tether.rpc.channels.mount_rpc`) rather than building it.
+
+    Args:
+        dispatcher: where frames go.
+        channel: the channel type ACL entries see.
+        http_auth: checks an ``Authorization: Digest`` header of the upgrade request;
+            a valid one binds its user to the connection (§2.1). None for no check.
+    """
+
+    def __init__(
+        self, dispatcher: Dispatcher, *, channel: str = "WS_in", http_auth: HttpDigestAuth | None = None
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.channel = channel
+        self.http_auth = http_auth
+
+    def _user(self, ws: ServerWebSocket) -> str | None:
+        request = ws.request
+        if self.http_auth is None or request is None or not request.headers.get("authorization"):
+            return None
+        try:
+            return self.http_auth.authenticate(_HandshakeView(request.method, request.path, request.headers))
+        except HTTPError:
+            return None  # a call that needs a user then gets the in-frame 401 challenge
+
+    async def __call__(self, ws: ServerWebSocket) -> None:
+        """Serve one connection until it closes."""
+        dispatcher = self.dispatcher
+        channel = self.channel
+        user = self._user(ws)
+        peer = format_peer(ws.remote_address)
+        tasks: set[asyncio.Task[None]] = set()
+        invalid: list[InvalidFrame] = []
+        blocked = False
+
+        def done(reply: bytes | None) -> None:
+            nonlocal blocked
+            if reply is None or invalid:
+                return
+            try:
+                if not ws.send_nowait(reply.decode("utf-8")):
+                    blocked = True
+            except ConnectionClosed:
+                pass
+
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, InvalidFrame):
+                invalid.append(exc)
+            else:  # pragma: no cover - handle() answers every handler failure itself
+                logger.error("rpc on %s failed", peer, exc_info=exc)
+
+        try:
+            async for message in ws:
+                step(dispatcher.handle(message, channel=channel, peer=peer, user=user), done, failed, tasks)
+                if invalid:
+                    exc = invalid[0]
+                    logger.info("invalid frame from %s: %s; closing", peer, exc)
+                    await ws.close(exc.close_code, str(exc)[:120])
+                    return
+                if blocked:
+                    blocked = False
+                    await ws.drain()  # a client that does not read its replies waits for them
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def mount_websocket(
+    app: App,
+    dispatcher: Dispatcher,
+    path: str = "/rpc",
+    *,
+    http_auth: HttpDigestAuth | None = None,
+    subprotocols: Sequence[str] = SUBPROTOCOLS,
+    ping_interval: float | None = 20.0,
+) -> WebSocketChannel:
+    """Serve RPC over WebSocket on path of app (§2.1).
+
+    Args:
+        app: the HTTP application.
+        dispatcher: where frames go.
+        path: the WebSocket route.
+        http_auth: see `WebSocketChannel`.
+        subprotocols: accepted subprotocols, the first one the client offers is echoed.
+        ping_interval: seconds between keepalive pings, None for none.
+
+    Returns:
+        The channel handler.
+    """
+    handler = WebSocketChannel(dispatcher, http_auth=http_auth)
+    app.websocket(
+        path,
+        subprotocols=subprotocols,
+        compression=None,
+        max_size=dispatcher.max_frame_size,
+        ping_interval=ping_interval,
+    )(handler)
+    return handler

@@ -1,0 +1,282 @@
+"""The asyncio RPC client: `connect` a mos-style port, then `RpcClient.call`.
+
+Theory of operation. An `RpcClient` runs an `RpcClientCore` over a `Transport`.
+`call` asks the core for a request frame, sends it, and waits for the future the
+reader task resolves: the reader feeds every frame that arrives to the core,
+sends what the core wants sent (the digest retry after a 401, spec §4), and turns
+the core's events into results or `RpcError`. When the transport closes, every
+waiting call fails with `ConnectionClosed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import ssl as ssl_module
+import urllib.parse
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+from tether.errors import ConnectionClosed, Timeout
+from tether.rpc.client import CallFailed, CallResult, RpcClientCore
+from tether.rpc.frames import InvalidFrame
+from tether.rpc.transports import HttpTransport, Transport, open_transport
+
+__all__ = ["RpcClient", "connect"]
+
+logger = logging.getLogger("tether.rpc")
+
+
+class RpcClient:
+    """Calls methods over a `Transport`; made by `connect`.
+
+    Args:
+        transport: an open transport.
+        src: this client's id, the ``src`` of its frames.
+        dst: the ``dst`` of calls, None to leave it out (the device on the other end).
+        credentials: (user, password) to answer an in-frame 401 challenge with.
+        timeout: the default seconds a call waits for its reply.
+        max_pending: calls that may wait at once; one more fails the oldest with 429.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        src: str = "tether",
+        dst: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        timeout: float = 10.0,
+        max_pending: int = 25,
+    ) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.core = RpcClientCore(src, dst=dst, credentials=credentials, max_pending=max_pending)
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._closed: ConnectionClosed | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def __repr__(self) -> str:
+        return f"RpcClient({self.transport!r}, src={self.core.src!r})"
+
+    async def call(
+        self, method: str, params: Any = None, *, timeout: float | None = None, dst: str | None = None
+    ) -> Any:
+        """Call method with params and return its result.
+
+        Args:
+            method: e.g. ``Sys.GetInfo``.
+            params: any JSON value, None for none.
+            timeout: seconds to wait for the reply; None for the client's default.
+            dst: the ``dst`` of this call, None for the client's.
+
+        Returns:
+            The ``result`` (None for ``null``, or for the ``"error":{"code":0}`` success quirk).
+
+        Raises:
+            RpcError: for an error reply (``.code``, ``.message``), 429 if evicted from the queue.
+            Timeout: if no reply came in time.
+            ConnectionClosed: if the transport closed.
+            ValueError, TypeError: if params cannot be JSON.
+        """
+        if self._closed is not None:
+            raise self._closed
+        core = self.core
+        call_id = core.call(method, params, dst=dst)
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[call_id] = future
+        self._process_events()
+        seconds = self.timeout if timeout is None else timeout
+        # A timer that fails the future, cheaper than asyncio.timeout() per call; an HTTP
+        # send, which waits for its answer, is raced against the same future.
+        timer = asyncio.get_running_loop().call_later(seconds, _expire, future, method, seconds)
+        try:
+            for frame in core.frames_to_send():
+                send = self.transport.send(frame)
+                if isinstance(self.transport, HttpTransport):
+                    sending = asyncio.ensure_future(send)
+                    await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
+                    if not sending.done():
+                        sending.cancel()
+                    else:
+                        sending.result()  # raises what the send raised
+                else:
+                    await send
+            return await future
+        finally:
+            timer.cancel()
+            del self._waiters[call_id]
+            core.cancel(call_id)
+
+    async def notify(self, method: str, params: Any = None, *, dst: str | None = None) -> None:
+        """Send a notification: the method runs, nothing comes back.
+
+        Raises:
+            ConnectionClosed: if the transport closed.
+        """
+        if self._closed is not None:
+            raise self._closed
+        self.core.notify(method, params, dst=dst)
+        for frame in self.core.frames_to_send():
+            await self.transport.send(frame)
+
+    async def close(self) -> None:
+        """Close the transport; calls still waiting fail with `ConnectionClosed`."""
+        if self._closed is None:
+            self._fail_all(ConnectionClosed(1000, "client closed"))
+        self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(ConnectionClosed):
+            await self.transport.close()
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _process_events(self) -> None:
+        waiters = self._waiters
+        for event in self.core.events_received():
+            if isinstance(event, CallResult):
+                future = waiters.get(event.id)
+                if future is not None and not future.done():
+                    future.set_result(event.result)
+            elif isinstance(event, CallFailed):
+                future = waiters.get(event.id)
+                if future is not None and not future.done():
+                    future.set_exception(event.error)
+            else:
+                logger.debug("ignoring a request from the peer: %r", event.request)
+
+    def _fail_all(self, exc: ConnectionClosed) -> None:
+        self._closed = exc
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _resend(self, frames: list[bytes]) -> None:
+        try:
+            for frame in frames:
+                await self.transport.send(frame)
+        except ConnectionClosed:
+            pass  # the reader sees the close and fails the calls
+
+    async def _read(self) -> None:
+        core = self.core
+        transport = self.transport
+        try:
+            while True:
+                frame = await transport.recv()
+                try:
+                    core.receive_frame(frame)
+                except InvalidFrame as exc:
+                    logger.info("ignoring an invalid frame: %s", exc)
+                    continue
+                resend = core.frames_to_send()
+                if resend:
+                    # §4: the digest retry. Sent from a task: an HTTP send waits for its answer,
+                    # which this reader must be free to take.
+                    task = asyncio.get_running_loop().create_task(self._resend(resend))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                self._process_events()
+        except ConnectionClosed as exc:
+            self._fail_all(exc)
+        except Exception as exc:
+            closed = ConnectionClosed(1006, f"transport failed: {exc}")
+            closed.__cause__ = exc
+            self._fail_all(closed)
+
+
+def _expire(future: asyncio.Future[Any], method: str, seconds: float) -> None:
+    if not future.done():
+        future.set_exception(Timeout(f"call of {method} timed out after {seconds} s"))
+
+
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """Take ``user:pass@`` out of a ws/http URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("ws", "wss", "http", "https") or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    stripped = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return stripped, (urllib.parse.unquote(user), urllib.parse.unquote(password))
+
+
+class connect:
+    """Connect an `RpcClient` to a device, as ``mos --port URL`` does.
+
+    ``client = await connect(url)`` or ``async with connect(url) as client``::
+
+        async with tether.rpc.connect("ws://192.168.4.1/rpc") as client:
+            info = await client.call("Sys.GetInfo")
+
+    Ports (`tether.rpc.transports.open_transport`): ``ws://host/rpc``, ``wss://…``,
+    ``http://host/rpc``, ``https://…``, ``mqtt://broker[:port]/<device_id>``,
+    ``mqtts://…``, a serial device path or ``serial://PATH``.
+
+    Args:
+        url: the port. ``user:pass@`` in a ws or http URL gives the credentials.
+        src: this client's id; by default ``tether``, over MQTT
+            ``<device_id>/rpc-resp/tether-<random>`` as mos does (§2.3).
+        credentials: (user, password) for in-frame digest (§4) and HTTP Digest.
+        ssl: an SSLContext for wss://, https://, mqtts://.
+        timeout: seconds to connect, and the default seconds a call waits.
+
+    Raises:
+        ValueError: for an unknown scheme.
+        OSError, HandshakeError, Timeout: if the connection cannot be made.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        src: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url, url_credentials = _split_credentials(url)
+        self.credentials = credentials if credentials is not None else url_credentials
+        self.src = src
+        self.ssl = ssl
+        self.timeout = timeout
+        self._client: RpcClient | None = None
+
+    async def _open(self) -> RpcClient:
+        src, dst = self.src, None
+        scheme = self.url.partition("://")[0].lower() if "://" in self.url else ""
+        if scheme.startswith("mqtt"):
+            # §2.3: frames go to the device id of the URL path; replies come to <src>/rpc.
+            # The whole path is the device id, as for mos (ids may hold '/').
+            dst = urllib.parse.urlsplit(self.url).path[1:] or None
+            if src is None:
+                src = f"{dst}/rpc-resp/tether-{secrets.token_hex(4)}"
+        src = src or "tether"
+        transport = await open_transport(
+            self.url, src=src, credentials=self.credentials, ssl=self.ssl, timeout=self.timeout
+        )
+        return RpcClient(transport, src=src, dst=dst, credentials=self.credentials, timeout=self.timeout)
+
+    def __await__(self) -> Generator[Any, None, RpcClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> RpcClient:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._client is not None
+        await self._client.close()
