@@ -263,13 +263,15 @@ def test_disconnect_from_on_message_while_another_thread_disconnects(
         returned.set()
 
     sync = client(mosquitto, on_message=on_message)
-    disconnect = sync.asyncio_client.disconnect
+    # The asyncio client has __slots__: patch its class (this test's only client).
+    client_class = type(sync.asyncio_client)
+    disconnect = client_class.disconnect
 
-    async def disconnect_and_tell(*args: Any, **kwargs: Any) -> None:
+    async def disconnect_and_tell(self: Any, *args: Any, **kwargs: Any) -> None:
         closing.set()  # sync.disconnect() calls this holding its lock
-        await disconnect(*args, **kwargs)
+        await disconnect(self, *args, **kwargs)
 
-    monkeypatch.setattr(sync.asyncio_client, "disconnect", disconnect_and_tell)
+    monkeypatch.setattr(client_class, "disconnect", disconnect_and_tell)
     sync.connect()
     sync.subscribe(topic, qos=1)
     sync.publish(topic, b"bye", qos=1)

@@ -378,6 +378,99 @@ async def test_keepalive_timeout_closes_and_reconnects() -> None:
 # --- reconnect and session -----------------------------------------------------------------------
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_reconnect_after_lost_connection_and_failed_try() -> None:
+    async def dropped(s: Session) -> None:
+        await s.accept()  # then the connection closes
+
+    async def no_connack(s: Session) -> None:
+        await s.expect(Connect)  # and close before CONNACK: that try fails
+
+    async def healthy(s: Session) -> None:
+        connect = await s.accept(session_present=True)
+        assert not connect.clean_start  # later connects resume the session
+        await s.expect(Disconnect)
+
+    lost: list[BaseException | None] = []
+    async with FakeBroker(dropped, no_connack, healthy) as broker:
+        c = client(broker, on_disconnect=lambda _c, error: lost.append(error))
+        await c.connect()
+        await _until(lambda: len(broker.done) == 3 and c.is_connected)
+        # Connected again: no task and no timer wait for the next loss.
+        await _until(lambda: c._reconnect_task is None)
+        assert c._reconnect_handle is None
+        assert len(lost) == 1 and isinstance(lost[0], ConnectionClosed)
+        await c.disconnect()
+    await broker.finished()
+
+
+async def test_disconnect_during_backoff_stops_reconnecting() -> None:
+    async def dropped(s: Session) -> None:
+        await s.accept()
+
+    async with FakeBroker(dropped) as broker:
+        c = client(broker, backoff_min=60, backoff_max=60)
+        await c.connect()
+        await _until(lambda: c._reconnect_handle is not None)
+        assert not c.is_connected
+        await c.disconnect()
+        assert c._reconnect_handle is None and c._reconnect_task is None
+        with pytest.raises(InvalidState):
+            await c.publish("t", b"x")
+        assert len(broker.done) == 1
+    await broker.finished()
+
+
+async def test_disconnect_while_reconnecting_cancels_the_try() -> None:
+    entered = asyncio.Event()
+
+    async def dropped(s: Session) -> None:
+        await s.accept()
+
+    async def stalled(s: Session) -> None:
+        await s.expect(Connect)
+        entered.set()
+        with contextlib.suppress(EOFError):
+            await s.closed()  # no CONNACK; the client gives up when disconnected
+
+    async with FakeBroker(dropped, stalled) as broker:
+        c = client(broker, connect_timeout=30)
+        await c.connect()
+        await asyncio.wait_for(entered.wait(), 10)
+        assert c._reconnect_task is not None
+        await c.disconnect()
+        assert c._reconnect_task is None and not c.is_connected
+    await broker.finished()
+
+
+async def test_permanent_refusal_during_reconnect_ends_the_client() -> None:
+    async def dropped(s: Session) -> None:
+        await s.accept()
+
+    async def refused(s: Session) -> None:
+        await s.expect(Connect)
+        s.send(ConnAck(False, RC.NOT_AUTHORIZED))
+
+    async with FakeBroker(dropped, refused) as broker:
+        c = client(broker)
+        stream = c.messages()
+        await c.connect()
+        with pytest.raises(Refused, match="not authorized"):
+            await stream.get(10)
+        with pytest.raises(Refused):
+            await c.publish("t", b"x", 1)
+        assert c._reconnect_task is None and c._reconnect_handle is None
+        await c.disconnect()
+    await broker.finished()
+
+
 async def test_reconnect_resumes_session_and_resends_unacknowledged() -> None:
     async def first(s: Session) -> None:
         connect = await s.accept()
@@ -654,6 +747,7 @@ async def test_bad_urls() -> None:
         Client("mqtt://x", ssl=ssl.create_default_context())
     c = Client("ws://u%40x:p%3A@host/mqtt?x=1")
     assert (c.host, c.port, c.path, c.scheme) == ("host", 80, "/mqtt?x=1", "ws")
+    assert c._core_args is not None
     assert c._core_args["username"] == "u@x" and c._core_args["password"] == b"p:"
 
 

@@ -451,11 +451,12 @@ class Client:
         "_publish_turn",
         "_publishers_waiting",
         "_publishes",
+        "_reconnect_handle",
+        "_reconnect_task",
         "_requests",
         "_response_subscribed",
         "_response_topic",
         "_responses",
-        "_run_task",
         "_server_hostname",
         "_space_waiters",
         "_ssl",
@@ -550,10 +551,11 @@ class Client:
         self._backoff = Backoff(backoff_min, backoff_max)
         self._store_arg = store
         self._store: Outbox | None = None
-        connect_props = properties or Properties()
+        connect_props = properties
         if version == MQTT_5 and session_expiry:
-            connect_props = replace(connect_props, session_expiry_interval=session_expiry)
-        self._core_args: dict[str, Any] = {
+            connect_props = replace(properties or Properties(), session_expiry_interval=session_expiry)
+        # The session's arguments, until connect() makes it.
+        self._core_args: dict[str, Any] | None = {
             "version": version,
             "keepalive": keepalive,
             "clean_start": clean_start,
@@ -569,12 +571,17 @@ class Client:
         self._core: Connection | None = None
         self._link: _Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._run_task: asyncio.Task[None] | None = None
+        # No task runs while connected: a lost link schedules a reconnect (a timer), which
+        # runs a task only while it opens the link (see _link_lost()).
+        self._reconnect_handle: asyncio.TimerHandle | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        # Pending only while a link is opened: resolved by CONNACK or the link's loss.
         self._connack: asyncio.Future[Connected] | None = None
+        # Made by disconnect() to wait for the link to close.
         self._lost: asyncio.Future[BaseException | None] | None = None
         self._connected_waiters: list[asyncio.Future[None]] = []
         self._space_waiters: list[asyncio.Future[None]] = []
-        self._publish_turn = asyncio.Lock()
+        self._publish_turn: asyncio.Lock | None = None  # made when a publish first waits
         # Publishes accepted since the last write to the outbox (see _flush()).
         self._unwritten = 0
         self._unwritten_size = 0
@@ -651,16 +658,16 @@ class Client:
         if self._started:
             raise InvalidState("connect() was already called")
         self._started = True
-        self._loop = loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self._open_session()
-        first: asyncio.Future[Connected] = loop.create_future()
-        self._run_task = loop.create_task(self._run(first))
         try:
-            return await first
+            connected = await self._open(self.clean_start)
         except BaseException as exc:
             self._end(exc)
             await self._stop()
             raise
+        self._backoff.reset()
+        return connected
 
     def _open_session(self) -> None:
         store = self._store_arg
@@ -675,52 +682,47 @@ class Client:
         if store is not None:
             store.claim(client_id)
         self._client_id = client_id
+        assert self._core_args is not None
         core = Connection(client_id, track_changes=store is not None, **self._core_args)
+        self._core_args = None
         if store is not None:
             pending, received = store.load()
             core.restore(pending, received)
         self._core = core
 
-    async def _run(self, first: asyncio.Future[Connected]) -> None:
-        backoff = self._backoff
-        clean_start = self.clean_start
-        while not self._closing:
-            try:
-                connected = await self._open(clean_start)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not first.done():
-                    first.set_exception(exc)
-                    return
-                if not self.reconnect or _is_permanent(exc):
-                    self._end(exc)
-                    return
-                delay = backoff.next()
-                logger.info("connecting to %s failed (%s); next try in %.1f s", self.url, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if not first.done():
-                first.set_result(connected)
-            backoff.reset()
-            # Later connects resume the session: 5.0 keeps it for session_expiry, 3.1.1
-            # while clean_start is False (5.0 §3.1.2.4, 3.1.1 §3.1.2.4).
-            clean_start = self.clean_start if self.version == MQTT_3_1_1 else False
-            assert self._lost is not None
-            error = await self._lost
+    def _retry_later(self, message: str, error: BaseException | None) -> None:
+        delay = self._backoff.next()
+        logger.info(message, self.url, error, delay)
+        assert self._loop is not None
+        self._reconnect_handle = self._loop.call_later(delay, self._start_reconnect)
+
+    def _start_reconnect(self) -> None:
+        self._reconnect_handle = None
+        if self._closing or self._loop is None:
+            return
+        self._reconnect_task = self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        # Later connects resume the session: 5.0 keeps it for session_expiry, 3.1.1
+        # while clean_start is False (5.0 §3.1.2.4, 3.1.1 §3.1.2.4).
+        clean_start = self.clean_start if self.version == MQTT_3_1_1 else False
+        try:
+            await self._open(clean_start)
+        except Exception as exc:
             if self._closing:
                 return
-            if not self.reconnect:
-                self._end(error or ConnectionClosed(1000, "the server closed the connection"))
+            if not self.reconnect or _is_permanent(exc):
+                self._end(exc)
                 return
-            delay = backoff.next()
-            logger.info("connection to %s lost (%s); reconnecting in %.1f s", self.url, error, delay)
-            await asyncio.sleep(delay)
+            self._retry_later("connecting to %s failed (%s); next try in %.1f s", exc)
+        else:
+            self._backoff.reset()
+        finally:
+            self._reconnect_task = None
 
     async def _open(self, clean_start: bool) -> Connected:
         loop = asyncio.get_running_loop()
         core = self.session
-        self._lost = loop.create_future()
         self._connack = loop.create_future()
         opened: list[_Link] = []
 
@@ -744,6 +746,8 @@ class Client:
             if isinstance(exc, asyncio.TimeoutError):
                 raise Timeout(f"connecting to {self.url} timed out after {self.connect_timeout} s") from exc
             raise
+        finally:
+            self._connack = None  # the Connected event is not kept
 
     async def _open_link(self) -> _Link:
         loop = asyncio.get_running_loop()
@@ -759,7 +763,7 @@ class Client:
 
         host = f"[{self.host}]" if ":" in self.host else self.host
         ws_url = f"{self.scheme}://{host}:{self.port}{self.path}"
-        max_packet = self._core_args["max_packet_size"]
+        max_packet = self.session.max_packet_size
         ws = await ws_connect(
             ws_url,
             subprotocols=["mqtt"],
@@ -825,15 +829,21 @@ class Client:
             core.disconnect(reason_code if self.version == MQTT_5 else 0)
             self._flush()
             link.close()
-            if self._lost is not None:
+            if self._link is link:
+                assert self._loop is not None
+                self._lost = lost = self._loop.create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+                    await asyncio.wait_for(asyncio.shield(lost), timeout)
+                self._lost = None
             if self._link is link:
                 link.abort()
         await self._stop()
 
     async def _stop(self) -> None:
-        task = self._run_task
+        if self._reconnect_handle is not None:
+            self._reconnect_handle.cancel()
+            self._reconnect_handle = None
+        task = self._reconnect_task
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -875,6 +885,9 @@ class Client:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._reconnect_handle is not None:
+            self._reconnect_handle.cancel()
+            self._reconnect_handle = None
         if self._store is not None:
             if self._core is not None:
                 with contextlib.suppress(Exception):
@@ -913,10 +926,17 @@ class Client:
             self._connack.set_exception(error or ConnectionClosed(1006, "closed before CONNACK"))
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(error)
-        if was_connected:
-            logger.info("disconnected from %s: %s", self.url, error or "closed")
-            if self.on_disconnect is not None:
-                self._callback(self.on_disconnect, self, error)
+        if not was_connected:
+            return  # lost while opening: the task that opens it fails, and decides
+        logger.info("disconnected from %s: %s", self.url, error or "closed")
+        if self.on_disconnect is not None:
+            self._callback(self.on_disconnect, self, error)
+        if self._closing:
+            return
+        if not self.reconnect:
+            self._end(error or ConnectionClosed(1000, "the server closed the connection"))
+            return
+        self._retry_later("connection to %s lost (%s); reconnecting in %.1f s", error)
 
     def _callback(self, function: Callable[..., object], *args: Any) -> None:
         try:
@@ -1162,6 +1182,8 @@ class Client:
             # No room: wait in line. Publishes keep the order in which they were made,
             # and only the one at the head of the line waits for room.
             self._publishers_waiting += 1
+            if self._publish_turn is None:
+                self._publish_turn = asyncio.Lock()
             try:
                 async with self._publish_turn:
                     while True:

@@ -98,6 +98,9 @@ __all__ = [
 ]
 
 _NO_PROPERTIES: Final = _EMPTY_PROPERTIES  # one object: encode() spots it by identity
+# CONNECT properties that announce only our limits, by (receive maximum, topic alias
+# maximum, maximum packet size): one frozen object for every connection that shares them.
+_ANNOUNCED: dict[tuple[int, int, int], Properties] = {}
 _MAX_PACKET_ID: Final = 0xFFFF
 # MQTT 5.0 §3.1.2.11.3, §3.2.2.3.3: the Receive Maximum when the property is absent.
 _DEFAULT_RECEIVE_MAXIMUM: Final = 0xFFFF
@@ -413,12 +416,19 @@ class Connection:
         if version == MQTT_5:
             # §3.1.2.11: announce our limits; absent Receive Maximum means 65535 and absent
             # Topic Alias Maximum means 0, so those are left off at their defaults.
-            properties = replace(
-                properties,
-                receive_maximum=None if receive_maximum == _DEFAULT_RECEIVE_MAXIMUM else receive_maximum,
-                topic_alias_maximum=topic_alias_maximum or None,
-                maximum_packet_size=max_packet_size,
-            )
+            limits = (receive_maximum, topic_alias_maximum, max_packet_size)
+            announced = _ANNOUNCED.get(limits) if properties is _NO_PROPERTIES else None
+            if announced is None:
+                announced = replace(
+                    properties,
+                    receive_maximum=None if receive_maximum == _DEFAULT_RECEIVE_MAXIMUM else receive_maximum,
+                    topic_alias_maximum=topic_alias_maximum or None,
+                    maximum_packet_size=max_packet_size,
+                )
+                if properties is _NO_PROPERTIES and len(_ANNOUNCED) < 64:
+                    # Shared between connections: most have the same limits.
+                    _ANNOUNCED[limits] = announced
+            properties = announced
         self._connect_properties = properties
         # Refuse a CONNECT that cannot be encoded now, not at connect().
         encode(self._connect_packet(clean_start), version)
@@ -438,12 +448,14 @@ class Connection:
         self._sent_clean_start = clean_start
         # Session state (§4.1), kept across connection_lost().
         self._in_flight: OrderedDict[int, _Flight] = OrderedDict()
-        self._queue: deque[Publish] = deque()
-        self._queued_ids: set[int] = set()
+        # Publishes waiting for a send slot; made when the first one waits.
+        self._queue: deque[Publish] | None = None
+        # Packet id sets are dicts (keys only): an empty dict costs 64 bytes, a set 216.
+        self._queued_ids: dict[int, None] = {}
         self._qos2_received: dict[int, bool] = {}  # packet id -> PUBREC sent
         # Network connection state.
         self._requests: dict[int, int] = {}  # SUBSCRIBE/UNSUBSCRIBE packet id -> filters
-        self._unacked_qos1: set[int] = set()
+        self._unacked_qos1: dict[int, None] = {}
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}
         self._next_id = 1
@@ -656,8 +668,9 @@ class Connection:
         waits = bool(qos) and (
             not connected or bool(self._queue) or len(self._in_flight) >= self.server_receive_maximum
         )
-        if waits and len(self._queue) >= self.max_pending:
-            raise PendingQueueFull(f"{len(self._queue)} publishes already wait for a send slot")
+        waiting = len(self._queue) if self._queue is not None else 0
+        if waits and waiting >= self.max_pending:
+            raise PendingQueueFull(f"{waiting} publishes already wait for a send slot")
         packet_id = self._allocate_id() if qos else None
         packet = Publish(topic, bytes(payload), qos, retain, False, packet_id, props)
         data = self._encode(packet)  # a caller's mistake raises here, before any state changes
@@ -669,8 +682,10 @@ class Connection:
             if self._track:
                 self._changes.append(SessionChange("add", packet_id, packet))
         if waits and packet_id is not None:
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(packet)
-            self._queued_ids.add(packet_id)
+            self._queued_ids[packet_id] = None
         else:
             self._transmit(packet, now, data)
         return packet_id
@@ -772,7 +787,7 @@ class Connection:
         code = _reason(reason_code)
         if message.qos == 1 and packet_id in self._unacked_qos1:
             self._send(PubAck(packet_id, code), now)
-            self._unacked_qos1.discard(packet_id)
+            self._unacked_qos1.pop(packet_id, None)
         elif message.qos == 2 and self._qos2_received.get(packet_id) is False:
             self._send(PubRec(packet_id, code), now)
             if code >= 0x80:
@@ -788,7 +803,7 @@ class Connection:
         Read-only: a durable store can persist them; in-flight ones come first.
         """
         flights = tuple(PendingPublish(f.publish, False, f.released) for f in self._in_flight.values())
-        return flights + tuple(PendingPublish(p, True) for p in self._queue)
+        return flights + tuple(PendingPublish(p, True) for p in self._queue or ())
 
     def session_changes(self) -> list[SessionChange]:
         """Return the session changes since the last call, in order, and forget them.
@@ -829,7 +844,7 @@ class Connection:
             else:
                 queue.append(replace(packet, dup=False))
         self._in_flight = flights
-        self._queue = queue
+        self._queue = queue or None
         self._queued_ids = _in_flight_ids(list(queue))
         self._qos2_received = dict.fromkeys(received_qos2, True)
         used = [*flights, *self._queued_ids, *self._qos2_received]
@@ -922,15 +937,20 @@ class Connection:
     def _flush_queue(self, now: float | None) -> None:
         if self.state is not State.CONNECTED:
             return
-        while self._queue and len(self._in_flight) < self.server_receive_maximum:
-            packet = self._queue.popleft()
-            self._queued_ids.discard(packet.packet_id)
+        queue = self._queue
+        if not queue:
+            return
+        while queue and len(self._in_flight) < self.server_receive_maximum:
+            packet = queue.popleft()
+            self._queued_ids.pop(packet.packet_id or 0, None)
             # A publish made while not connected meets this server's limits only now.
             result = self._encode_or_refuse(packet)
             if isinstance(result, bytes):
                 self._transmit(packet, now, result)
             else:
                 self._done(packet.packet_id or 0, result, _NO_PROPERTIES)
+        if not queue and self._queue is queue:
+            self._queue = None  # an idle session holds no deque
 
     def _encode_or_refuse(self, packet: Publish) -> bytes | ReasonCode:
         # The packet's bytes, or the reason code a server would give for a publish it does
@@ -1100,7 +1120,10 @@ class Connection:
                 else:
                     restart.append(flight.publish)
             self._in_flight.clear()
-            self._queue.extendleft(reversed(restart))
+            if restart:
+                if self._queue is None:
+                    self._queue = deque()
+                self._queue.extendleft(reversed(restart))
             self._queued_ids.update(_in_flight_ids(restart))
         self._flush_queue(now)
 
@@ -1153,7 +1176,7 @@ class Connection:
             if self.auto_ack:
                 self._ack(0x40, packet_id, now)
             else:
-                self._unacked_qos1.add(packet_id)
+                self._unacked_qos1[packet_id] = None
         else:
             self._qos2_received[packet_id] = self.auto_ack
             if self.auto_ack:
@@ -1235,8 +1258,8 @@ class Connection:
             self._events.append(Unsubscribed(packet.packet_id, codes, packet.properties))
 
 
-def _in_flight_ids(publishes: list[Publish]) -> set[int]:
-    return {p.packet_id for p in publishes if p.packet_id is not None}
+def _in_flight_ids(publishes: list[Publish]) -> dict[int, None]:
+    return {p.packet_id: None for p in publishes if p.packet_id is not None}
 
 
 def _reason(code: int) -> ReasonCode:

@@ -65,7 +65,8 @@ class WebSocket(asyncio.Protocol):
         self._core = core
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._messages: deque[Any] = deque()
+        # Made at the first message that waits: an idle connection holds no deque.
+        self._messages: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
@@ -224,9 +225,12 @@ class WebSocket(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(item)
                 return
-        self._messages.append(item)
+        messages = self._messages
+        if messages is None:
+            self._messages = messages = deque()
+        messages.append(item)
         if (
-            len(self._messages) >= self._max_queue
+            len(messages) >= self._max_queue
             and not self._reading_paused
             and self._transport is not None
             and not self._transport.is_closing()
@@ -280,6 +284,8 @@ class WebSocket(asyncio.Protocol):
             self._run_deferred()
             item = _CLOSED
         if item is _CLOSED:
+            if messages is None:
+                self._messages = messages = deque()
             messages.appendleft(_CLOSED)  # every later recv() raises too
             await self.wait_closed()
             closed = self._closed_exc()
