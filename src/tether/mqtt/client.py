@@ -1147,13 +1147,16 @@ class Client:
             ConnectionClosed: the client was disconnected before the flow completed.
         """
         core = self._core
-        link = self._link
-        if not qos and core is not None and core.state is State.CONNECTED and link is not None:
-            # The hot path: QoS 0 on a connection that is up.
+        if not qos:
+            link = self._link
+            if core is None or core.state is not State.CONNECTED or link is None:
+                # Wait for the connection, then publish as usual.
+                self._check_usable()
+                await self.wait_connected()
+                return await self.publish(topic, payload, 0, retain, properties=properties)
             assert self._loop is not None
-            core.publish(
-                topic, payload.encode() if isinstance(payload, str) else payload, 0, retain, properties
-            )
+            data0 = payload.encode() if isinstance(payload, str) else payload
+            core.publish(topic, data0, 0, retain, properties, now=self._loop.time())
             if self._flush_handle is None:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if link.paused:
@@ -1162,16 +1165,6 @@ class Client:
         self._check_usable()
         data = _payload(payload)
         core = self.session
-        if not qos:
-            while core.state is not State.CONNECTED:
-                await self.wait_connected()
-            assert self._loop is not None
-            core.publish(topic, data, 0, retain, properties, now=self._loop.time())
-            self._schedule_flush()
-            link = self._link
-            if link is not None and link.paused:
-                await link.drain()
-            return 0
         size = len(topic.encode()) + len(data)
         store = self._store
         packet_id: int | None = None
