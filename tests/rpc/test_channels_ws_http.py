@@ -380,6 +380,38 @@ async def test_client_timeout_and_close(scheme: str) -> None:
             await client.call("Sum", {"a": 1, "b": 2})
 
 
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+async def test_client_timeouts_in_any_order(scheme: str) -> None:
+    d = make_dispatcher()
+    async with running(d) as port, rpc.connect(f"{scheme}://127.0.0.1:{port}/rpc", timeout=5) as client:
+        assert (client._reader is None) == (scheme == "ws")  # over ws, no reader task
+        slow = asyncio.ensure_future(client.call("Block"))  # times out last
+        await asyncio.sleep(0.01)
+        # Deadlines before the last one, then after it, then equal ones.
+        calls = [client.call("Block", timeout=t) for t in (0.05, 0.02, 0.03, 0.03)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 2)
+        assert all(isinstance(o, Timeout) for o in outcomes), outcomes
+        assert not slow.done()
+        d.gate.set()  # type: ignore[attr-defined]
+        assert await slow == "unblocked"
+        for _ in range(100):
+            assert await client.call("Sum", {"a": 1, "b": 2}, timeout=1 if _ % 2 else 3) == 3
+        assert len(client._deadlines) <= 1  # finished calls leave no deadline behind
+
+
+async def test_client_deadline_timer_fails_overdue_calls_only() -> None:
+    d = make_dispatcher()
+    async with running(d) as port, rpc.connect(f"ws://127.0.0.1:{port}/rpc", timeout=0.05) as client:
+        first = asyncio.ensure_future(client.call("Block"))
+        await asyncio.sleep(0.03)
+        second = asyncio.ensure_future(client.call("Block"))
+        with pytest.raises(Timeout):
+            await first
+        assert not second.done()  # the timer waits again for the next deadline
+        with pytest.raises(Timeout):
+            await asyncio.wait_for(second, 1)
+
+
 async def test_pending_calls_fail_when_the_server_goes_away() -> None:
     d = make_dispatcher()
     app = http.App()

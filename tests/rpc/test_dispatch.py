@@ -301,3 +301,45 @@ def test_any_input_gives_a_reply_or_a_documented_error(data: bytes | str) -> Non
     except InvalidFrame:
         return
     assert reply is None or isinstance(json.loads(reply), dict)
+
+
+async def test_pending_counts_a_handler_until_it_ends() -> None:
+    d = Dispatcher("dev")
+    gate = asyncio.Event()
+
+    async def waits(call: Call) -> str:
+        await gate.wait()
+        return "done"
+
+    def returns_awaitable(call: Call) -> Any:
+        return waits(call)  # a plain function whose result is awaited, with the deadline
+
+    d.add_handler("Waits", waits)
+    d.add_handler("Plain", returns_awaitable)
+    d.add_handler("Sync", lambda c: d.pending)
+    assert result(await call(d, "Sync")) == 1  # counted while it runs
+    assert d.pending == 0
+    running = [asyncio.ensure_future(call(d, name)) for name in ("Waits", "Plain")]
+    await asyncio.sleep(0)
+    assert d.pending == 2
+    gate.set()
+    assert [result(r) for r in await asyncio.gather(*running)] == ["done", "done"]
+    assert d.pending == 0
+
+
+async def test_sync_handler_failures_leave_nothing_pending(caplog: pytest.LogCaptureFixture) -> None:
+    d = Dispatcher("dev")
+
+    def fails(call: Call) -> None:
+        raise ValueError("boom")
+
+    def refuses(call: Call) -> None:
+        raise RpcError(418, "teapot")
+
+    d.add_handler("Fails", fails)
+    d.add_handler("Refuses", refuses)
+    with caplog.at_level(logging.ERROR, "tether.rpc"):
+        assert (await call(d, "Fails"))["error"] == {"code": 500, "message": "internal error"}
+    assert (await call(d, "Refuses"))["error"] == {"code": 418, "message": "teapot"}
+    assert await d.handle('{"method":"Fails"}', channel="WS_in") is None  # a notification
+    assert d.pending == 0

@@ -23,7 +23,9 @@ from tether.rpc.frames import (
     Response,
     WrongDestination,
     encode_request,
+    encode_result,
     parse_frame,
+    parse_result,
 )
 
 
@@ -261,3 +263,69 @@ def test_ids_echo_byte_for_byte(frame_id: int | str) -> None:
     assert isinstance(frame, Request) and frame.id == frame_id
     reply = Reply.to(frame, device_id="d").encode()
     assert reply.startswith(b'{"id":' + token.encode() + b',"src":"d"')
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "tag", "result"),
+    [
+        ("dev", None, None, None),
+        ("dev", "mos", None, {"a": [1, 2.5, "é"]}),
+        ("dev", "mos", 't"1', RawJSON('{"raw":true}')),
+        ("d\u00e9v", "", "", "text"),
+    ],
+)
+def test_encode_result_is_reply_encode(src: str, dst: str | None, tag: str | None, result: Any) -> None:
+    expected = Reply("7", src, dst, tag, result).encode()
+    for _ in range(2):  # built, then from the cache
+        assert encode_result("7", src, dst, tag, result) == expected
+    error = Reply("7", src, dst, tag, None, 404, "no").encode()
+    assert json.loads(error) == {
+        "id": 7,
+        "src": src,
+        **({"dst": dst} if dst else {}),
+        **({"tag": tag} if tag else {}),
+        "error": {"code": 404, "message": "no"},
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": 1099511627776, "src": "tether", "method": "RPC.Ping"},
+        {"id": 5, "src": "tether", "dst": "dev", "tag": "x", "method": "Sum", "params": {"a": 1}},
+        {"id": -3, "src": 'a"b', "method": "\u00e9"},
+    ],
+)
+def test_encode_request_repeated_calls(fields: dict[str, Any]) -> None:
+    args = {k: v for k, v in fields.items() if k != "method"}
+    for n in range(3):  # the cached addressing, with the id counting up
+        args["id"] = fields["id"] + n
+        frame = encode_request(fields["method"], **args)
+        assert list(json.loads(frame)) == list({**fields, "id": 0})
+        assert json.loads(frame) == {**fields, "id": fields["id"] + n}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ('{"id":12,"src":"dev","result":{"a":1}}', ("12", {"a": 1})),
+        ('{"result":null,"id":-4}', ("-4", None)),
+        ('{"id":12,"error":{"code":0},"result":1}', None),  # an error: parse_frame words it
+        ('{"id":12,"method":"","result":1}', None),
+        ('{"id":0,"result":1}', None),
+        ('{"id":1.5,"result":1}', None),
+        ('{"id":"12","result":1}', None),
+        ('{"id":12}', None),
+        ('{"id":12,"result":"\u00e9"}', None),
+        ('{"id":12,"result":', None),
+        ("[1]", None),
+        (b'{"id":12,"result":1}', None),
+    ],
+)
+def test_parse_result(data: str | bytes, expected: tuple[str, Any] | None) -> None:
+    assert parse_result(data) == expected
+    if expected is not None:
+        frame = parse_frame(data)
+        assert isinstance(frame, Response) and frame.ok
+        assert (frame.id_json, frame.result) == expected
+    assert parse_result('{"id":12,"result":1}', max_size=10) is None

@@ -793,3 +793,36 @@ def test_wss_with_verification_off(pki: dict[str, Path]) -> None:
                 assert await ws.recv() == "unverified"
 
     run(main())
+
+
+def test_message_handler_takes_messages_from_the_receive_path() -> None:
+    async def main() -> None:
+        async def echo(ws: Any) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        async with (
+            tether.ws.serve(echo, "127.0.0.1", 0) as server,
+            tether.ws.connect(f"ws://127.0.0.1:{server.port}/") as client,
+        ):
+            await client.send("queued")
+            while not client._messages:  # the echo waits in the queue
+                await asyncio.sleep(0.001)
+            got: list[Any] = []
+            arrived = asyncio.Event()
+
+            def handler(message: Any) -> None:
+                got.append(message)
+                if len(got) == 3:
+                    arrived.set()
+
+            client.set_message_handler(handler)
+            await client.send(b"bytes")
+            await client.send("text")
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert got == ["queued", b"bytes", "text"]
+            client.set_message_handler(None)
+            await client.send("back to recv")
+            assert await client.recv() == "back to recv"
+
+    run(main())

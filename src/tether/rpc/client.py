@@ -24,7 +24,7 @@ from typing import Any
 
 from tether.errors import RpcError
 from tether.rpc.auth import make_auth, parse_challenge
-from tether.rpc.frames import MAX_FRAME_SIZE, Request, encode_request, parse_frame
+from tether.rpc.frames import MAX_FRAME_SIZE, Request, encode_request, parse_frame, parse_result
 
 __all__ = ["CallFailed", "CallResult", "Event", "RequestReceived", "RpcClientCore"]
 
@@ -156,6 +156,13 @@ class RpcClientCore:
             InvalidFrame: (see `tether.rpc.frames.parse_frame`) if it is not a frame;
                 the caller logs it and goes on.
         """
+        success = parse_result(data, max_size=self.max_frame_size)
+        if success is not None:
+            id_json, result = success
+            done = self._pending.pop(id_json, None)
+            if done is not None:
+                self._events.append(CallResult(done.id, result))
+            return
         frame = parse_frame(data, max_size=self.max_frame_size)
         if isinstance(frame, Request):
             self._events.append(RequestReceived(frame))

@@ -2,10 +2,12 @@
 
 Theory of operation. An `RpcClient` runs an `RpcClientCore` over a `Transport`.
 `call` asks the core for a request frame, sends it, and waits for the future the
-reader task resolves: the reader feeds every frame that arrives to the core,
+reader resolves: the reader feeds every frame that arrives to the core,
 sends what the core wants sent (the digest retry after a 401, spec §4), and turns
 the core's events into results or `RpcError`. When the transport closes, every
-waiting call fails with `ConnectionClosed`.
+waiting call fails with `ConnectionClosed`. The reader is a task, except over a
+WebSocket: there the connection hands each message to it as it arrives
+(`WebSocketTransport.attach`), so a call wakes one task, its caller, not two.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import secrets
 import ssl as ssl_module
 import urllib.parse
+from collections import deque
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 from tether.errors import ConnectionClosed, Timeout
 from tether.rpc.client import CallFailed, CallResult, RpcClientCore
 from tether.rpc.frames import InvalidFrame
-from tether.rpc.transports import HttpTransport, Transport, open_transport
+from tether.rpc.transports import HttpTransport, Transport, WebSocketTransport, open_transport
 
 __all__ = ["RpcClient", "connect"]
 
@@ -58,7 +61,16 @@ class RpcClient:
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._closed: ConnectionClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._reader: asyncio.Task[None] | None = None
+        # Deadlines of calls in the order they fall due, served by one timer (a timer
+        # per call costs a heap push and a cancel); a call whose deadline falls before
+        # the last one's gets a timer of its own.
+        self._deadlines: deque[tuple[float, asyncio.Future[Any], str, float]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        if not (
+            isinstance(transport, WebSocketTransport) and transport.attach(self._receive, self._start_reader)
+        ):
+            self._start_reader()
 
     def __repr__(self) -> str:
         return f"RpcClient({self.transport!r}, src={self.core.src!r})"
@@ -86,18 +98,34 @@ class RpcClient:
         if self._closed is not None:
             raise self._closed
         core = self.core
+        evicts = core.pending >= core.max_pending  # then the oldest call fails with 429
         call_id = core.call(method, params, dst=dst)
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiters[call_id] = future
-        self._process_events()
+        if evicts:
+            self._process_events()
         seconds = self.timeout if timeout is None else timeout
-        # A timer that fails the future, cheaper than asyncio.timeout() per call; an HTTP
+        # The deadline fails the future, cheaper than asyncio.timeout() per call; an HTTP
         # send, which waits for its answer, is raced against the same future.
-        timer = asyncio.get_running_loop().call_later(seconds, _expire, future, method, seconds)
+        deadline = loop.time() + seconds
+        deadlines = self._deadlines
+        timer = None
+        if deadlines and deadline < deadlines[-1][0]:
+            timer = loop.call_at(deadline, _expire, future, method, seconds)
+        else:
+            deadlines.append((deadline, future, method, seconds))
+            if self._timer is None:
+                self._timer = loop.call_at(deadline, self._expire_due)
         try:
+            transport = self.transport
             for frame in core.frames_to_send():
-                send = self.transport.send(frame)
-                if isinstance(self.transport, HttpTransport):
+                if type(transport) is WebSocketTransport:
+                    if not transport.send_nowait(frame):
+                        await transport.drain()
+                    continue
+                send = transport.send(frame)
+                if isinstance(transport, HttpTransport):
                     sending = asyncio.ensure_future(send)
                     await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
                     if not sending.done():
@@ -108,9 +136,33 @@ class RpcClient:
                     await send
             return await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            if not future.done():
+                future.cancel()  # the send failed: its deadline must not set an exception
             del self._waiters[call_id]
             core.cancel(call_id)
+            deadlines = self._deadlines
+            while deadlines and deadlines[0][1].done():
+                deadlines.popleft()
+            if len(deadlines) > 64 and len(deadlines) > 2 * len(self._waiters):
+                # A slow call at the head keeps finished ones behind it: drop those.
+                self._deadlines = deque(entry for entry in deadlines if not entry[1].done())
+
+    def _expire_due(self) -> None:
+        """Fail the calls whose deadline passed, then wait for the next deadline."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, future, method, seconds = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._timer = loop.call_at(deadline, self._expire_due)
+                    return
+                _expire(future, method, seconds)
+            deadlines.popleft()
 
     async def notify(self, method: str, params: Any = None, *, dst: str | None = None) -> None:
         """Send a notification: the method runs, nothing comes back.
@@ -128,7 +180,11 @@ class RpcClient:
         """Close the transport; calls still waiting fail with `ConnectionClosed`."""
         if self._closed is None:
             self._fail_all(ConnectionClosed(1000, "client closed"))
-        self._reader.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(ConnectionClosed):
@@ -169,25 +225,32 @@ class RpcClient:
         except ConnectionClosed:
             pass  # the reader sees the close and fails the calls
 
-    async def _read(self) -> None:
+    def _start_reader(self) -> None:
+        if self._reader is None and self._closed is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _receive(self, frame: str | bytes) -> None:
+        """Take one frame: from the reader task, or straight from a WebSocket's receive path."""
         core = self.core
+        try:
+            core.receive_frame(frame)
+        except InvalidFrame as exc:
+            logger.info("ignoring an invalid frame: %s", exc)
+            return
+        resend = core.frames_to_send()
+        if resend:
+            # §4: the digest retry. Sent from a task: an HTTP send waits for its answer,
+            # which the reader must be free to take.
+            task = asyncio.get_running_loop().create_task(self._resend(resend))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._process_events()
+
+    async def _read(self) -> None:
         transport = self.transport
         try:
             while True:
-                frame = await transport.recv()
-                try:
-                    core.receive_frame(frame)
-                except InvalidFrame as exc:
-                    logger.info("ignoring an invalid frame: %s", exc)
-                    continue
-                resend = core.frames_to_send()
-                if resend:
-                    # §4: the digest retry. Sent from a task: an HTTP send waits for its answer,
-                    # which this reader must be free to take.
-                    task = asyncio.get_running_loop().create_task(self._resend(resend))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                self._process_events()
+                self._receive(await transport.recv())
         except ConnectionClosed as exc:
             self._fail_all(exc)
         except Exception as exc:

@@ -24,7 +24,7 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from tether.errors import RpcError
 from tether.rpc import schema
 from tether.rpc.acl import Acl, Verdict
 from tether.rpc.auth import DigestAuth, challenge_message
-from tether.rpc.frames import MAX_FRAME_SIZE, Reply, Request, WrongDestination, parse_frame
+from tether.rpc.frames import MAX_FRAME_SIZE, Reply, Request, WrongDestination, encode_result, parse_frame
 from tether.rpc.patterns import compile_glob, is_glob
 
 __all__ = ["DEADLINE_EXCEEDED", "Call", "Dispatcher", "Handler", "HandlerInfo"]
@@ -47,6 +47,9 @@ Handler = Callable[["Call"], Any]
 """A handler takes a `Call` and returns the result, or an awaitable of it."""
 
 H = TypeVar("H", bound=Handler)
+
+#: Result types that are never awaitable: no `inspect.isawaitable` for them.
+_PLAIN_RESULTS = frozenset([dict, list, str, int, float, bool, type(None)])
 
 
 @dataclass(frozen=True)
@@ -295,11 +298,93 @@ class Dispatcher:
                 `NotAnObject`, `InvalidId`, `WrongDestination`) for a frame that gets
                 no reply; a non-persistent channel closes.
         """
-        frame = parse_frame(data, max_size=self.max_frame_size)
-        if not isinstance(frame, Request):
+        reply = self._handle_now(data, channel, peer, user)
+        if reply is None or isinstance(reply, bytes):
+            return reply
+        return await reply  # the rest of a handler that waits
+
+    def _handle_now(
+        self, data: bytes | bytearray | memoryview | str, channel: str, peer: str, user: str | None
+    ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
+        """`handle` without a coroutine for a handler that answers at once.
+
+        Returns the encoded reply or None as `handle` does, or, when the handler
+        returned an awaitable (or is blocking), a coroutine that finishes the call:
+        its caller must run it at once, the call counts as pending until it ends.
+        This is the path of every frame: one plain call for a plain handler (most,
+        and the built-ins), no nested coroutines.
+        """
+        request = parse_frame(data, max_size=self.max_frame_size)
+        if not isinstance(request, Request):
             return None  # §1 "Matching": responses go to a client; here nothing waits.
-        reply = await self.dispatch(frame, channel=channel, peer=peer, user=user)
-        return None if reply is None else self.encode(reply)
+        if request.dst and request.dst not in self.local_ids:
+            raise WrongDestination(f"dst {request.dst!r} is not this device")
+        try:
+            info, call = self._prepare(request, channel, peer, user)
+        except RpcError as error:
+            return self._error_reply(request, error)
+        self._pending += 1
+        if info.blocking:
+            return self._finish(request, self._run(info, call))
+        try:
+            result = info.handler(call)
+        except RpcError as error:
+            return self._error_reply(request, error)
+        except Exception:
+            logger.exception("handler of %s raised", request.method)
+            return self._error_reply(request, RpcError(500, "internal error"))
+        else:
+            if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+                self._pending += 1  # until _finish ends
+                deadline = self.deadline if info.deadline is None else info.deadline
+                return self._finish(request, self._awaited(self._within(result, deadline), call))
+        finally:
+            self._pending -= 1
+        if request.id_json is None:
+            return None
+        return self._encode_result(request, result)
+
+    async def _finish(self, request: Request, running: Awaitable[Any]) -> bytes | None:
+        """The rest of a call whose handler waits; `_handle_now` counted it as pending."""
+        try:
+            result = await running
+        except RpcError as error:
+            return self._error_reply(request, error)
+        finally:
+            self._pending -= 1
+        if request.id_json is None:
+            return None
+        return self._encode_result(request, result)
+
+    @staticmethod
+    async def _awaited(running: Awaitable[Any], call: Call) -> Any:
+        try:
+            return await running
+        except RpcError:
+            raise
+        except Exception:
+            logger.exception("handler of %s raised", call.method)
+            raise RpcError(500, "internal error") from None
+
+    def _error_reply(self, request: Request, error: RpcError) -> bytes | None:
+        if request.id_json is None:
+            return None
+        return Reply.to(
+            request, device_id=self.device_id, error_code=error.code, error_message=error.message
+        ).encode()
+
+    def _encode_result(self, request: Request, result: Any) -> bytes:
+        """`encode` of the reply to request, without building a `Reply` first."""
+        assert request.id_json is not None
+        try:
+            return encode_result(
+                request.id_json, request.dst or self.device_id, request.src, request.tag, result
+            )
+        except (TypeError, ValueError):
+            logger.exception("result of call %s is not JSON", request.id_json)
+            return Reply.to(
+                request, device_id=self.device_id, error_code=500, error_message="internal error"
+            ).encode()
 
     async def dispatch(
         self, request: Request, *, channel: str, peer: str = "", user: str | None = None
@@ -335,6 +420,17 @@ class Dispatcher:
             return Reply(reply.id_json, reply.src, reply.dst, reply.tag, None, 500, "internal error").encode()
 
     async def _call(self, request: Request, channel: str, peer: str, channel_user: str | None) -> Any:
+        info, call = self._prepare(request, channel, peer, channel_user)
+        self._pending += 1
+        try:
+            return await self._run(info, call)
+        finally:
+            self._pending -= 1
+
+    def _prepare(
+        self, request: Request, channel: str, peer: str, channel_user: str | None
+    ) -> tuple[HandlerInfo, Call]:
+        """Steps 3-6: the handler and its `Call`; raises RpcError 404, 401, 403, 400, 429."""
         info = self.lookup(request.method)
         if info is None:
             raise RpcError(404, f"No handler for {request.method}")
@@ -347,11 +443,7 @@ class Dispatcher:
                 raise RpcError(400, str(exc)) from None
         if self._pending >= self.max_pending:
             raise RpcError(429, "Request queue overflow")
-        self._pending += 1
-        try:
-            return await self._run(info, Call(params, request, channel, peer, user))
-        finally:
-            self._pending -= 1
+        return info, Call(params, request, channel, peer, user)
 
     def _authorize(self, request: Request, channel: str, channel_user: str | None) -> str | None:
         """Apply the ACL (§4); returns the user, raises RpcError 400/401/403/500."""
@@ -383,7 +475,7 @@ class Dispatcher:
                 loop = asyncio.get_running_loop()
                 return await self._within(loop.run_in_executor(None, info.handler, call), deadline)
             result = info.handler(call)
-            if inspect.isawaitable(result):
+            if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
                 result = await self._within(result, deadline)
             return result
         except RpcError:

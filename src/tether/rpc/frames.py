@@ -34,7 +34,9 @@ __all__ = [
     "Response",
     "WrongDestination",
     "encode_request",
+    "encode_result",
     "parse_frame",
+    "parse_result",
 ]
 
 #: The default limit on the size of an incoming frame in bytes (``rpc.max_frame_size``, §5.5).
@@ -208,23 +210,53 @@ class Reply:
             TypeError: if the result holds a value JSON cannot represent.
             ValueError: if the result holds NaN or an infinity, or refers to itself.
         """
-        parts = ['{"id":', self.id_json, ',"src":', _dumps(self.src)]
-        if self.dst:
-            parts += [',"dst":', _dumps(self.dst)]
-        if self.tag:
-            parts += [',"tag":', _dumps(self.tag)]
         if self.error_code is None:
-            parts += [
-                ',"result":',
-                self.result.text if isinstance(self.result, RawJSON) else _dumps(self.result),
-            ]
-        else:
-            parts += [',"error":{"code":', str(int(self.error_code))]
-            if self.error_message:
-                parts += [',"message":', _dumps(self.error_message)]
-            parts.append("}")
-        parts.append("}")
+            return encode_result(self.id_json, self.src, self.dst, self.tag, self.result)
+        parts = ['{"id":', self.id_json, _addressing(self.src, self.dst, self.tag)]
+        parts += [',"error":{"code":', str(int(self.error_code))]
+        if self.error_message:
+            parts += [',"message":', _dumps(self.error_message)]
+        parts.append("}}")
         return _utf8(parts)
+
+
+def _is_name(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def encode_result(id_json: str, src: str, dst: str | None, tag: str | None, result: Any) -> bytes:
+    """``Reply(id_json, src, dst, tag, result).encode()`` without building the `Reply`:
+    the dispatcher's path for every successful call.
+
+    Raises:
+        TypeError, ValueError: as `Reply.encode`.
+    """
+    text = result.text if isinstance(result, RawJSON) else _dumps(result)
+    return _utf8(['{"id":', id_json, _addressing(src, dst, tag), ',"result":', text, "}"])
+
+
+#: The ``,"src":…,"dst":…,"tag":…`` text of replies by (src, dst, tag): the same few
+#: peers call again and again. Emptied when it grows past _MAX_ADDRESSINGS.
+_addressings: dict[tuple[str, str | None, str | None], str] = {}
+_MAX_ADDRESSINGS = 256
+#: The same for requests: ``,"src":…,"dst":…,"tag":…,"method":…`` by (src, dst, tag, method).
+_request_addressings: dict[tuple[str, str | None, str | None, str], str] = {}
+
+
+def _addressing(src: str, dst: str | None, tag: str | None) -> str:
+    key = (src, dst, tag)
+    text = _addressings.get(key)
+    if text is None:
+        parts = [',"src":', _dumps(src)]
+        if dst:
+            parts += [',"dst":', _dumps(dst)]
+        if tag:
+            parts += [',"tag":', _dumps(tag)]
+        text = "".join(parts)
+        if len(_addressings) >= _MAX_ADDRESSINGS:
+            _addressings.clear()
+        _addressings[key] = text
+    return text
 
 
 def encode_request(
@@ -247,10 +279,27 @@ def encode_request(
     """
     if not method:
         raise ValueError("method must not be empty")
-    parts = ["{"]
-    for name, value in (("id", id), ("src", src), ("dst", dst), ("tag", tag), ("method", method)):
-        if value is not None:
-            parts += [',"' if len(parts) > 1 else '"', name, '":', _dumps(value)]
+    if type(id) is int and type(src) is str and type(method) is str and _is_name(dst) and _is_name(tag):
+        # A client's calls: the same src, dst and method again and again, the id counting up.
+        key = (src, dst, tag, method)
+        rest = _request_addressings.get(key)
+        if rest is None:
+            rest = "".join(
+                [
+                    f',"{name}":{_dumps(value)}'
+                    for name, value in zip(("src", "dst", "tag", "method"), key, strict=True)
+                    if value is not None
+                ]
+            )
+            if len(_request_addressings) >= _MAX_ADDRESSINGS:
+                _request_addressings.clear()
+            _request_addressings[key] = rest
+        parts = ['{"id":', str(id), rest]
+    else:
+        parts = ["{"]
+        for name, value in (("id", id), ("src", src), ("dst", dst), ("tag", tag), ("method", method)):
+            if value is not None:
+                parts += [',"' if len(parts) > 1 else '"', name, '":', _dumps(value)]
     if params is not None:
         parts += [',"params":', params.text if isinstance(params, RawJSON) else _dumps(params)]
     if auth is not None:
@@ -305,6 +354,33 @@ def parse_frame(
     return _frame_from(fields, id_json)
 
 
+def parse_result(
+    data: bytes | bytearray | memoryview | str, *, max_size: int = MAX_FRAME_SIZE
+) -> tuple[str, Any] | None:
+    """The fast path of `parse_frame` for what a client mostly gets: a successful response.
+
+    Returns:
+        (id_json, result) when data is ASCII text of a JSON object with a non-zero
+        integer ``id``, a ``result``, and neither ``method`` nor ``error``: the
+        `Response` `parse_frame` would return has just these two and is ``ok``.
+        Otherwise None, for anything else, errors included: call `parse_frame`.
+    """
+    if type(data) is not str or len(data) > max_size or not data.isascii() or data[:1] != "{":
+        return None
+    try:
+        fields, end = _decode_value(data, 0)
+    except (ValueError, RecursionError):
+        return None
+    if end != len(data):
+        return None
+    if type(fields) is not dict or "result" not in fields or "method" in fields or "error" in fields:
+        return None
+    frame_id = fields.get("id")
+    if type(frame_id) is not int or frame_id == 0:
+        return None
+    return str(frame_id), fields["result"]
+
+
 def _parse_common(text: str) -> tuple[dict[str, Any], str | None] | None:
     """The fast path of `parse_frame`: the whole frame by the C decoder.
 
@@ -315,7 +391,12 @@ def _parse_common(text: str) -> tuple[dict[str, Any], str | None] | None:
     the error.
     """
     try:
-        fields = _decoder.decode(text)
+        if text[:1] == "{" and text[-1:] == "}":  # no surrounding whitespace to skip
+            fields, end = _decode_value(text, 0)
+            if end != len(text):
+                return None
+        else:
+            fields = _decoder.decode(text)
     except (ValueError, RecursionError):
         return None
     if type(fields) is not dict:
@@ -330,12 +411,19 @@ def _parse_common(text: str) -> tuple[dict[str, Any], str | None] | None:
     return None
 
 
+_ID_TYPES = frozenset([int, str, float])  # the types of a valid id that need no closer look
+
+
 def _frame_from(fields: dict[str, Any], id_json: str | None) -> Request | Response:
     frame_id = fields.get("id")
-    if "id" in fields and (isinstance(frame_id, bool) or not isinstance(frame_id, (int, float, str))):
+    if (
+        type(frame_id) not in _ID_TYPES
+        and "id" in fields
+        and (isinstance(frame_id, bool) or not isinstance(frame_id, (int, float, str)))
+    ):
         raise InvalidId(f"id must be a number or a string, not {_json_type(frame_id)}")
     method = fields.get("method")
-    if method is not None and not isinstance(method, str):
+    if method is not None and type(method) is not str and not isinstance(method, str):
         raise InvalidFrame(f"method must be a string, not {_json_type(method)}")
     src, dst, tag = fields.get("src"), fields.get("dst"), fields.get("tag")
     if type(src) is not str:

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import ssl as ssl_module
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from tether import tls
@@ -22,6 +22,7 @@ from tether.rpc.frames import InvalidFrame, Reply, parse_frame
 from tether.rpc.frames import Request as RpcRequest
 from tether.ws.client import ClientWebSocket
 from tether.ws.client import connect as ws_connect
+from tether.ws.protocol import State
 
 __all__ = ["HttpTransport", "Transport", "WebSocketTransport", "open_transport"]
 
@@ -59,6 +60,7 @@ class WebSocketTransport:
 
     def __init__(self, ws: ClientWebSocket) -> None:
         self.ws = ws
+        self._closed_watch: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(
@@ -86,6 +88,14 @@ class WebSocketTransport:
         """Send a frame as one text message."""
         await self.ws.send(frame.decode("utf-8"))
 
+    def send_nowait(self, frame: bytes) -> bool:
+        """Send a frame now; on False, `drain` before sending more (see `ClientWebSocket.send_nowait`)."""
+        return self.ws.send_nowait(frame.decode("utf-8"))
+
+    async def drain(self) -> None:
+        """Wait until the write buffer has room again."""
+        await self.ws.drain()
+
     async def recv(self) -> bytes:
         """The next message, text or binary, as bytes."""
         message = await self.ws.recv()
@@ -94,6 +104,26 @@ class WebSocketTransport:
     async def close(self) -> None:
         """Close the connection (1000)."""
         await self.ws.close()
+
+    def attach(self, on_frame: Callable[[str | bytes], None], on_end: Callable[[], None]) -> bool:
+        """Have the connection call on_frame with each message as it arrives, instead of `recv`.
+
+        on_frame runs in the protocol's receive path (no task wakes up for a
+        message; see `tether.ws.WebSocket.set_message_handler`). When the
+        connection ends, on_end is called once and `recv` takes over again: it
+        raises `ConnectionClosed`.
+
+        Returns:
+            False, and nothing changes, if the connection is closed already.
+        """
+        ws = self.ws
+        if ws.state is State.CLOSED:
+            return False
+        ws.set_message_handler(on_frame)
+        closed = asyncio.ensure_future(ws.wait_closed())
+        closed.add_done_callback(lambda _: on_end())
+        self._closed_watch = closed
+        return True
 
 
 class _HttpConnection:

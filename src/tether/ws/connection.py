@@ -68,6 +68,7 @@ class WebSocket(asyncio.Protocol):
         # Made at the first message that waits: an idle connection holds no deque.
         self._messages: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
+        self._handler: Callable[[Data], object] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
         self._write_limit = write_limit
@@ -219,6 +220,13 @@ class WebSocket(asyncio.Protocol):
     # ------------------------------------------------------------------ input
 
     def _deliver(self, item: Any) -> None:
+        handler = self._handler
+        if handler is not None and (type(item) is str or type(item) is bytes):
+            try:
+                handler(item)
+            except Exception:
+                logger.exception("message handler %r failed", handler)
+            return
         waiter = self._waiter
         if waiter is not None and not self._messages:
             self._waiter = None
@@ -237,6 +245,29 @@ class WebSocket(asyncio.Protocol):
         ):
             self._reading_paused = True
             self._transport.pause_reading()
+
+    def set_message_handler(self, handler: Callable[[Data], object] | None) -> None:
+        """Hand each message to ``handler`` as it arrives, instead of keeping it for `recv()`.
+
+        For protocols layered on a WebSocket that answer from callbacks (an RPC client
+        resolving its calls): the handler runs in the connection's receive path, so no
+        task wakes up per message; it must not block, and an exception it raises is
+        logged. Messages already waiting go to it first. The end of the connection is
+        still reported by `recv()` (which raises `ConnectionClosed`) and `wait_closed()`.
+        None goes back to queueing messages for `recv()`.
+
+        Raises:
+            InvalidState: if a `recv()` is waiting.
+        """
+        if handler is not None and self._waiter is not None and not self._waiter.done():
+            raise InvalidState("set_message_handler() while recv() waits")
+        self._handler = handler
+        messages = self._messages
+        while handler is not None and messages and type(messages[0]) in (str, bytes):
+            self._deliver(messages.popleft())
+        if self._reading_paused and not messages and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def recv(self) -> Coroutine[Any, Any, Data]:
         """Receive the next message: str for text, bytes for binary (a coroutine).

@@ -13,9 +13,10 @@ a bad ``id``, too big, another device's ``dst``) closes the connection with the
 error's close code (1007, or 1009 for a frame over the limit), as the firmware
 closes a non-persistent channel (§1.1 step 1).
 
-To save a task and a turn of the loop per call, the dispatcher's coroutine is
-stepped once in place: a handler that does not wait (most, and the built-ins)
-is answered at once; one that waits is handed to a task where it stopped.
+To save a task and a turn of the loop per call, a handler that does not wait
+(most, and the built-ins) is answered at once, inside the receive loop, with no
+coroutine at all (`Dispatcher._handle_now`); the coroutine that finishes a
+handler that waits is stepped once in place and handed to a task where it stopped.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class WebSocketChannel:
 
     async def __call__(self, ws: ServerWebSocket) -> None:
         """Serve one connection until it closes."""
-        dispatcher = self.dispatcher
+        handle_now = self.dispatcher._handle_now
         channel = self.channel
         user = self._user(ws)
         peer = format_peer(ws.remote_address)
@@ -181,7 +182,15 @@ class WebSocketChannel:
 
         try:
             async for message in ws:
-                step(dispatcher.handle(message, channel=channel, peer=peer, user=user), done, failed, tasks)
+                try:
+                    reply = handle_now(message, channel, peer, user)
+                except Exception as error:
+                    failed(error)
+                else:
+                    if reply is None or isinstance(reply, bytes):
+                        done(reply)
+                    else:
+                        step(reply, done, failed, tasks)
                 if invalid:
                     exc = invalid[0]
                     logger.info("invalid frame from %s: %s; closing", peer, exc)
