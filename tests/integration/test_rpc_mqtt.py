@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from tests.integration.mosquitto import Broker
+from tests.rpc.handlers import make_dispatcher
 
-from tether.errors import ConnectionClosed, RpcError
+from tether.errors import ConnectionClosed
 from tether.mqtt import Client
 from tether.rpc import Acl, CallFailed, CallResult, DigestAuth, Dispatcher, RpcClientCore
 from tether.rpc.auth import digest_ha1
@@ -28,29 +29,6 @@ from tether.rpc.channels.mqtt import (
 pytestmark = pytest.mark.integration
 
 WAIT = 10.0  # seconds any single step may take before the test fails
-
-
-def make_dispatcher(device_id: str, **kwargs: Any) -> tuple[Dispatcher, list[Any]]:
-    dispatcher = Dispatcher(device_id, **kwargs)
-    notes: list[Any] = []
-
-    @dispatcher.method("Echo")
-    async def echo(call: Any) -> Any:
-        return call.params
-
-    @dispatcher.method("Note")
-    def note(call: Any) -> None:
-        notes.append(call.params)
-
-    @dispatcher.method("Config.Get")
-    def config_get(call: Any) -> Any:
-        return {"user": call.user}
-
-    @dispatcher.method("Fail")
-    def fail(call: Any) -> None:
-        raise RpcError(-1, "nope")
-
-    return dispatcher, notes
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from tests.rpc.handlers import make_dispatcher
 
 import tether.rpc as rpc
 import tether.ws as ws
@@ -51,11 +52,8 @@ class Backend:
 
 
 def device() -> rpc.Dispatcher:
-    d = rpc.Dispatcher("tether_0A1B2C")
-
-    @d.method("Sum")
-    def sum_(call: rpc.Call) -> Any:
-        return call.params["a"] + call.params["b"]
+    """The shared handler set (its ``Sum`` answers ``3.00``) and ``Where``."""
+    d, _ = make_dispatcher()
 
     @d.method("Where")
     async def where(call: rpc.Call) -> Any:

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.rpc.handlers import make_dispatcher as shared_dispatcher
 
-from tether.errors import ConnectionClosed, RpcError
-from tether.rpc import Acl, CallFailed, CallResult, DigestAuth, Dispatcher, RawJSON, RpcClientCore
+from tether.errors import ConnectionClosed
+from tether.rpc import Acl, CallFailed, CallResult, DigestAuth, Dispatcher, RpcClientCore
 from tether.rpc.auth import digest_ha1
 from tether.rpc.channels import serial as serial_channel
 from tether.rpc.channels.serial import (
@@ -270,38 +271,11 @@ def test_delimiter_soup_split_anywhere(parts: list[bytes]) -> None:
 # --- a device on a pseudo-terminal ------------------------------------------------------------
 
 
+FAIL_MESSAGE = 'Bad request. Expected: {"a":N1,"b":N2}'
+
+
 def make_dispatcher(**kwargs: Any) -> tuple[Dispatcher, list[Any]]:
-    dispatcher = Dispatcher("tether_0A1B2C", **kwargs)
-    notes: list[Any] = []
-
-    @dispatcher.method(
-        "Sum",
-        args={
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    )
-    def sum_(call: Any) -> Any:
-        return RawJSON(f"{call.params['a'] + call.params['b']:.2f}")
-
-    @dispatcher.method("Echo")
-    async def echo(call: Any) -> Any:
-        return call.params
-
-    @dispatcher.method("Note")
-    def note(call: Any) -> None:
-        notes.append(call.params)
-
-    @dispatcher.method("Config.Get")
-    def config_get(call: Any) -> Any:
-        return {"user": call.user}
-
-    @dispatcher.method("Fail")
-    def fail(call: Any) -> None:
-        raise RpcError(-1, 'Bad request. Expected: {"a":N1,"b":N2}')
-
-    return dispatcher, notes
+    return shared_dispatcher(fail_message=FAIL_MESSAGE, **kwargs)
 
 
 @contextlib.asynccontextmanager
