@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -436,12 +435,11 @@ class Response:
 
 
 class _Route:
-    __slots__ = ("auth", "handler", "is_async")
+    __slots__ = ("auth", "handler")
 
     def __init__(self, handler: Handler, auth: Auth | None) -> None:
         self.handler = handler
         self.auth = auth
-        self.is_async = inspect.iscoroutinefunction(handler)
 
 
 class _WsRoute:
@@ -512,7 +510,6 @@ class App:
             if web_root is not None
             else None
         )
-        self.ssi_enabled = ssi
         self.static_auth = static_auth
         self.max_body_size = max_body_size
         self.max_upload_size = max_upload_size
