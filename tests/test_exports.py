@@ -92,6 +92,7 @@ PINNED = {
         "serve",
     ],
     "tether.errors": [
+        "ConfigError",
         "ConnectionClosed",
         "HandshakeError",
         "InvalidState",
@@ -163,7 +164,7 @@ def test_error_tree() -> None:
     assert issubclass(e.ProtocolError, e.TetherError)
     assert issubclass(e.PayloadTooBig, e.ProtocolError)
     assert issubclass(e.InvalidUtf8, e.ProtocolError)
-    for cls in (e.InvalidState, e.ConnectionClosed, e.HandshakeError, e.RpcError, e.Timeout):
+    for cls in (e.InvalidState, e.ConnectionClosed, e.HandshakeError, e.RpcError, e.ConfigError, e.Timeout):
         assert cls.__bases__[0] is e.TetherError
     assert issubclass(e.Timeout, TimeoutError)
     assert issubclass(e.TetherError, Exception)
@@ -178,6 +179,8 @@ def test_error_attributes() -> None:
     closed = e.ConnectionClosed(1000, "bye", rcvd_then_sent=True)
     assert (closed.code, closed.reason, closed.rcvd_then_sent) == (1000, "bye", True)
     assert str(closed) == "connection closed with code 1000 (bye)"
+    config = e.ConfigError("wifi.sta.ssid", "[wifi.sta.ssid] is not a string")
+    assert (config.path, str(config)) == ("wifi.sta.ssid", "[wifi.sta.ssid] is not a string")
     assert str(e.ConnectionClosed(1006)) == "connection closed with code 1006"
     assert e.ConnectionClosed(1001).ok and not e.ConnectionClosed(1011).ok
     error = e.HandshakeError("no", status=403, headers=(("A", "1"),), body=b"b")

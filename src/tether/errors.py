@@ -12,6 +12,7 @@ Every error tether raises on its own account derives from `TetherError`::
     ├── HandshakeError     .status, .headers; the opening handshake failed
     ├── Refused            .reason_code; an MQTT server said no (CONNACK, SUBACK, PUBACK)
     ├── RpcError           .code, .message; an mg_rpc call failed (the error reply's fields)
+    ├── ConfigError        .path; a configuration value, file or schema entry is wrong
     └── Timeout            also a builtin TimeoutError
 
 A peer's mistake never raises inside a protocol core's ``receive_data()``: the
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ConfigError",
     "ConnectionClosed",
     "HandshakeError",
     "InvalidState",
@@ -167,6 +169,19 @@ class RpcError(TetherError):
 
     def __str__(self) -> str:
         return f"error {self.code}: {self.message}" if self.message else f"error {self.code}"
+
+
+class ConfigError(TetherError):
+    """A configuration value, file or schema entry is wrong.
+
+    Attributes:
+        path: the dotted key path the error is about, e.g. ``"wifi.sta.ssid"``;
+            "" when it concerns a whole file.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class Timeout(TetherError, TimeoutError):
