@@ -63,6 +63,11 @@ class Call:
         channel: the channel type, e.g. ``WS_in``, ``HTTP``, ``MQTT``, ``UART``.
         peer: the peer's address (``RPC.Ping``'s ``channel_info``), "" if none.
         user: the authenticated user, None when the call needed none.
+        push: sends a frame (a notification, e.g. a log line) to the caller on the
+            connection the call came in on; returns False when it was dropped
+            because the connection's send buffer is full, raises
+            `tether.errors.ConnectionClosed` once the connection is gone. None on
+            channels that carry no such frames (HTTP, MQTT).
     """
 
     params: Any
@@ -70,6 +75,7 @@ class Call:
     channel: str
     peer: str = ""
     user: str | None = None
+    push: Callable[[bytes], bool] | None = None
 
     @property
     def method(self) -> str:
@@ -280,6 +286,7 @@ class Dispatcher:
         channel: str,
         peer: str = "",
         user: str | None = None,
+        push: Callable[[bytes], bool] | None = None,
     ) -> bytes | None:
         """Answer one frame received on a channel.
 
@@ -289,6 +296,8 @@ class Dispatcher:
                 which ACL entries' ``ch_type`` compare with.
             peer: the peer's address, e.g. ``10.0.0.9:51234``.
             user: the user the channel authenticated (HTTP Digest, WebSocket handshake), if any.
+            push: how a handler sends the caller further frames (`Call.push`), if the
+                channel can.
 
         Returns:
             The encoded reply to send back, or None for a notification or a response.
@@ -298,13 +307,18 @@ class Dispatcher:
                 `NotAnObject`, `InvalidId`, `WrongDestination`) for a frame that gets
                 no reply; a non-persistent channel closes.
         """
-        reply = self._handle_now(data, channel, peer, user)
+        reply = self._handle_now(data, channel, peer, user, push)
         if reply is None or isinstance(reply, bytes):
             return reply
         return await reply  # the rest of a handler that waits
 
     def _handle_now(
-        self, data: bytes | bytearray | memoryview | str, channel: str, peer: str, user: str | None
+        self,
+        data: bytes | bytearray | memoryview | str,
+        channel: str,
+        peer: str,
+        user: str | None,
+        push: Callable[[bytes], bool] | None = None,
     ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
         """`handle` without a coroutine for a handler that answers at once.
 
@@ -320,7 +334,7 @@ class Dispatcher:
         if request.dst and request.dst not in self.local_ids:
             raise WrongDestination(f"dst {request.dst!r} is not this device")
         try:
-            info, call = self._prepare(request, channel, peer, user)
+            info, call = self._prepare(request, channel, peer, user, push)
         except RpcError as error:
             return self._error_reply(request, error)
         self._pending += 1
@@ -387,7 +401,13 @@ class Dispatcher:
             ).encode()
 
     async def dispatch(
-        self, request: Request, *, channel: str, peer: str = "", user: str | None = None
+        self,
+        request: Request,
+        *,
+        channel: str,
+        peer: str = "",
+        user: str | None = None,
+        push: Callable[[bytes], bool] | None = None,
     ) -> Reply | None:
         """Run a parsed request (steps 2-7 above); the lower-level twin of `handle`.
 
@@ -400,7 +420,7 @@ class Dispatcher:
         if request.dst and request.dst not in self.local_ids:
             raise WrongDestination(f"dst {request.dst!r} is not this device")
         try:
-            result = await self._call(request, channel, peer, user)
+            result = await self._call(request, channel, peer, user, push)
         except RpcError as error:
             if request.id_json is None:
                 return None
@@ -419,8 +439,15 @@ class Dispatcher:
             logger.exception("result of call %s is not JSON", reply.id_json)
             return Reply(reply.id_json, reply.src, reply.dst, reply.tag, None, 500, "internal error").encode()
 
-    async def _call(self, request: Request, channel: str, peer: str, channel_user: str | None) -> Any:
-        info, call = self._prepare(request, channel, peer, channel_user)
+    async def _call(
+        self,
+        request: Request,
+        channel: str,
+        peer: str,
+        channel_user: str | None,
+        push: Callable[[bytes], bool] | None,
+    ) -> Any:
+        info, call = self._prepare(request, channel, peer, channel_user, push)
         self._pending += 1
         try:
             return await self._run(info, call)
@@ -428,7 +455,12 @@ class Dispatcher:
             self._pending -= 1
 
     def _prepare(
-        self, request: Request, channel: str, peer: str, channel_user: str | None
+        self,
+        request: Request,
+        channel: str,
+        peer: str,
+        channel_user: str | None,
+        push: Callable[[bytes], bool] | None = None,
     ) -> tuple[HandlerInfo, Call]:
         """Steps 3-6: the handler and its `Call`; raises RpcError 404, 401, 403, 400, 429."""
         info = self.lookup(request.method)
@@ -443,7 +475,7 @@ class Dispatcher:
                 raise RpcError(400, str(exc)) from None
         if self._pending >= self.max_pending:
             raise RpcError(429, "Request queue overflow")
-        return info, Call(params, request, channel, peer, user)
+        return info, Call(params, request, channel, peer, user, push)
 
     def _authorize(self, request: Request, channel: str, channel_user: str | None) -> str | None:
         """Apply the ACL (§4); returns the user, raises RpcError 400/401/403/500."""

@@ -225,6 +225,9 @@ class DialOut:
                 with contextlib.suppress(ConnectionClosed):
                     ws.send_nowait(dispatcher.encode(reply).decode("utf-8"))
 
+        def push(frame: bytes) -> bool:
+            return ws.send_nowait(frame.decode("utf-8"))
+
         def failed(exc: BaseException) -> None:
             if isinstance(exc, InvalidFrame):  # another device's dst (§1.1 step 2)
                 logger.info("dropping a frame from %s: %s", self.url, exc)
@@ -239,7 +242,12 @@ class DialOut:
                     logger.info("dropping an invalid frame from %s: %s", self.url, exc)
                     continue
                 if isinstance(frame, Request):
-                    step(dispatcher.dispatch(frame, channel=channel, peer=peer), done, failed, self._tasks)
+                    step(
+                        dispatcher.dispatch(frame, channel=channel, peer=peer, push=push),
+                        done,
+                        failed,
+                        self._tasks,
+                    )
                 else:
                     self.core.receive_frame(message)
                     self._flush()

@@ -58,6 +58,8 @@ logger = logging.getLogger("tether.rpc")
 #: The channel type ACL entries name (§4).
 CHANNEL_TYPE = "UART"
 _READ_SIZE = 65536
+#: Frames a handler pushes (`Call.push`) are dropped while this many bytes wait to be sent.
+_PUSH_LIMIT = 1 << 16
 #: The largest reply frame a client accepts.
 _CLIENT_MAX_FRAME = 1 << 20
 
@@ -75,6 +77,10 @@ class _Link:
         raise NotImplementedError
 
     async def drain(self) -> None:
+        raise NotImplementedError
+
+    def buffered(self) -> int:
+        """Bytes written and not yet sent."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -127,6 +133,9 @@ class _FdLink(_Link):
         self._out += data
         if not self._writer_added:
             self._write_some()
+
+    def buffered(self) -> int:
+        return len(self._out)
 
     def _write_some(self) -> None:
         while self._out:
@@ -197,6 +206,9 @@ class _StreamLink(_Link):
         if data and not self._writer.is_closing():
             self._writer.write(data)
 
+    def buffered(self) -> int:
+        return self._writer.transport.get_write_buffer_size()
+
     async def drain(self) -> None:
         try:
             await self._writer.drain()
@@ -222,10 +234,17 @@ async def _serve(
     slots = asyncio.Semaphore(max_concurrency or dispatcher.max_pending + 1)
     tasks: set[asyncio.Task[None]] = set()
 
+    def push(frame: bytes) -> bool:
+        if link.buffered() > _PUSH_LIMIT:
+            return False  # a slow reader loses pushed frames, never replies
+        framer.send_frame(frame)
+        link.write(framer.data_to_send())
+        return True
+
     async def answer(frame: bytes) -> None:
         try:
             try:
-                reply = await dispatcher.handle(frame, channel=CHANNEL_TYPE, peer=peer)
+                reply = await dispatcher.handle(frame, channel=CHANNEL_TYPE, peer=peer, push=push)
             except InvalidFrame as exc:
                 logger.info("serial: dropped an invalid frame: %s", exc)
                 return

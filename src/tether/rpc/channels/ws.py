@@ -180,10 +180,13 @@ class WebSocketChannel:
             else:  # pragma: no cover - handle() answers every handler failure itself
                 logger.error("rpc on %s failed", peer, exc_info=exc)
 
+        def push(frame: bytes) -> bool:
+            return ws.send_nowait(frame.decode("utf-8"))
+
         try:
             async for message in ws:
                 try:
-                    reply = handle_now(message, channel, peer, user)
+                    reply = handle_now(message, channel, peer, user, push)
                 except Exception as error:
                     failed(error)
                 else:
