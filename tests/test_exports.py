@@ -58,6 +58,7 @@ PINNED = {
         "RpcClientCore",
         "RpcError",
         "RpcMount",
+        "Server",
         "Transport",
         "WebSocketTransport",
         "WrongDestination",
@@ -66,6 +67,7 @@ PINNED = {
         "mount_rpc",
         "open_transport",
         "parse_frame",
+        "parse_listen_addr",
     ],
     "tether.ws": [
         "ClientConnection",

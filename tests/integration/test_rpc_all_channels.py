@@ -14,12 +14,10 @@ from typing import Any
 import pytest
 from tests.rpc.handlers import DEVICE_ID, make_dispatcher
 
-import tether.http as http
 import tether.rpc as rpc
 import tether.ws as ws
 from tether.errors import ConnectionClosed, RpcError
 from tether.mqtt import Client
-from tether.rpc.channels.mqtt import MqttChannel
 from tether.rpc.channels.serial import open_pty, serve_serial
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -120,8 +118,6 @@ async def task_of(coroutine: Any) -> AsyncIterator[asyncio.Task[Any]]:
 async def test_one_handler_set_over_all_channels(make_broker: Any) -> None:
     dispatcher, notes = make_dispatcher()
     broker = make_broker(schemes=("mqtt",))
-    app = http.App()
-    rpc.mount_rpc(app, dispatcher, ping_interval=None)
     links: asyncio.Queue[BackendTransport] = asyncio.Queue()
 
     async def backend(conn: ws.ServerWebSocket) -> None:
@@ -130,30 +126,34 @@ async def test_one_handler_set_over_all_channels(make_broker: Any) -> None:
         await link.done.wait()
 
     async with contextlib.AsyncExitStack() as stack:
-        server = await stack.enter_async_context(http.serve(app, "127.0.0.1", 0))
-        # MQTT: the device's client on the broker, the channel on <device_id>/rpc/#.
-        device_client = await stack.enter_async_context(Client(broker.url("mqtt"), client_id="device"))
-        await stack.enter_async_context(MqttChannel(dispatcher, device_client))
-        # Serial: the device on the pty's master, clients open its slave path.
-        pty = stack.enter_context(open_pty())
-        await stack.enter_async_context(task_of(serve_serial(dispatcher, pty.master)))
         # Dial-out: the device connects to the backend, which calls it over the link.
         backend_server = await stack.enter_async_context(
             ws.serve(backend, "127.0.0.1", 0, subprotocols=["json-rpc"])
         )
-        await stack.enter_async_context(
-            rpc.DialOut(dispatcher, f"ws://127.0.0.1:{backend_server.port}/rpc", backoff_min=0.01)
+        # MQTT: the device's client on the broker; the server adds the channel on <device_id>/rpc/#.
+        device_client = await stack.enter_async_context(Client(broker.url("mqtt"), client_id="device"))
+        # WebSocket and HTTP on /rpc, MQTT and dial-out: one Server.
+        server = await stack.enter_async_context(
+            rpc.Server(
+                dispatcher,
+                http="127.0.0.1:0",
+                mqtt=device_client,
+                dial_out=f"ws://127.0.0.1:{backend_server.port}/rpc",
+                reconnect_min=0.01,
+            )
         )
+        port = server.http_port
+        assert port is not None
+        # Serial: the device on the pty's master, so that clients may open its slave path
+        # (`Server(serial=PATH)` serves a path itself; tests/rpc/test_server.py covers it).
+        pty = stack.enter_context(open_pty())
+        await stack.enter_async_context(task_of(serve_serial(dispatcher, pty.master)))
         link = await asyncio.wait_for(links.get(), WAIT)
         stack.callback(link.done.set)
 
         clients: dict[str, rpc.RpcClient] = {
-            "ws": await stack.enter_async_context(
-                rpc.connect(f"ws://127.0.0.1:{server.port}/rpc", timeout=WAIT)
-            ),
-            "http": await stack.enter_async_context(
-                rpc.connect(f"http://127.0.0.1:{server.port}/rpc", timeout=WAIT)
-            ),
+            "ws": await stack.enter_async_context(rpc.connect(server.urls[0], timeout=WAIT)),
+            "http": await stack.enter_async_context(rpc.connect(server.urls[1], timeout=WAIT)),
             "mqtt": await stack.enter_async_context(
                 rpc.connect(f"{broker.url('mqtt')}/{DEVICE_ID}", timeout=WAIT)
             ),
@@ -165,7 +165,7 @@ async def test_one_handler_set_over_all_channels(make_broker: Any) -> None:
         results: dict[str, list[Any]] = {}
         for name, client in clients.items():
             results[name] = [await outcome(client, method, params) for method, params in CALLS]
-        results["rest"] = [await rest_outcome(server.port, method, params) for method, params in CALLS]
+        results["rest"] = [await rest_outcome(port, method, params) for method, params in CALLS]
 
         listed = results["ws"][2]
         assert listed[0] == "result" and set(listed[1]) >= OURS, listed
@@ -174,9 +174,9 @@ async def test_one_handler_set_over_all_channels(make_broker: Any) -> None:
             assert [g for i, g in enumerate(got) if i != 2] == [e for e in EXPECTED if e is not None], name
 
         # REST mode's bodies themselves: Sum's RawJSON verbatim, error objects with the statuses.
-        assert await rest_call(server.port, "Sum", {"a": 1, "b": 2}) == (200, b"3.00\r\n")
-        assert await rest_call(server.port, "Fail", None) == (500, b'{"code":-1,"message":"nope"}\r\n')
-        status, body = await rest_call(server.port, "No.Such", None)
+        assert await rest_call(port, "Sum", {"a": 1, "b": 2}) == (200, b"3.00\r\n")
+        assert await rest_call(port, "Fail", None) == (500, b'{"code":-1,"message":"nope"}\r\n')
+        status, body = await rest_call(port, "No.Such", None)
         assert (status, json.loads(body)) == (404, {"code": 404, "message": "No handler for No.Such"})
 
         # The one answer that differs by design: RPC.Ping reports the channel's peer.

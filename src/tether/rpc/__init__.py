@@ -13,19 +13,29 @@ Serve handlers::
     reply = await dispatcher.handle(b'{"id":1,"src":"mos","method":"Sum","params":{"a":1,"b":2}}',
                                     channel="WS_in", peer="10.0.0.9:51234")
 
-Serve them over WebSocket and HTTP on ``/rpc`` of a `tether.http.App`, and dial a
-backend::
+Serve them over every channel at once with `Server`: WebSocket and HTTP on ``/rpc``
+(``http`` takes the ``listen_addr`` forms of `parse_listen_addr`; a bare port listens
+on all interfaces), MQTT on a client you own, a serial line, and a dial-out link::
 
-    app = tether.http.App()
-    tether.rpc.mount_rpc(app, dispatcher)
-    async with tether.http.serve(app, "127.0.0.1", 8000):
-        async with tether.rpc.DialOut(dispatcher, "ws://backend:8000/rpc") as dialout:
-            ...
+    server = tether.rpc.Server(dispatcher, http="127.0.0.1:8000", serial="/dev/ttyS0",
+                               dial_out="ws://backend:8000/rpc")
+    async with server:
+        await server.serve_forever()
+
+or one channel by hand: ``tether.rpc.mount_rpc(app, dispatcher)`` on a `tether.http.App`,
+``tether.rpc.DialOut(dispatcher, url)``.
 
 Call a device::
 
     async with tether.rpc.connect("ws://127.0.0.1:8000/rpc") as client:
         print(await client.call("Sum", {"a": 1, "b": 2}))
+
+or from plain blocking code, with the blocking client `tether.rpc.sync`::
+
+    import tether.rpc.sync
+
+    with tether.rpc.sync.connect("http://127.0.0.1:8000/rpc") as client:
+        print(client.call("Sum", {"a": 1, "b": 2}))
 
 `RpcClientCore` is the client's sans-I/O core. See docs/rpc.md.
 """
@@ -53,6 +63,7 @@ from tether.rpc.frames import (
     encode_request,
     parse_frame,
 )
+from tether.rpc.server import Server, parse_listen_addr
 from tether.rpc.transports import HttpTransport, Transport, WebSocketTransport, open_transport
 
 __all__ = [
@@ -81,6 +92,7 @@ __all__ = [
     "RpcClientCore",
     "RpcError",
     "RpcMount",
+    "Server",
     "Transport",
     "WebSocketTransport",
     "WrongDestination",
@@ -89,4 +101,5 @@ __all__ = [
     "mount_rpc",
     "open_transport",
     "parse_frame",
+    "parse_listen_addr",
 ]

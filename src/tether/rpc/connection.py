@@ -19,13 +19,13 @@ import secrets
 import ssl as ssl_module
 import urllib.parse
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any
 
 from tether.errors import ConnectionClosed, Timeout
 from tether.rpc.client import CallFailed, CallResult, RpcClientCore
-from tether.rpc.frames import InvalidFrame
+from tether.rpc.frames import InvalidFrame, Request
 from tether.rpc.transports import HttpTransport, Transport, WebSocketTransport, open_transport
 
 __all__ = ["RpcClient", "connect"]
@@ -43,6 +43,9 @@ class RpcClient:
         credentials: (user, password) to answer an in-frame 401 challenge with.
         timeout: the default seconds a call waits for its reply.
         max_pending: calls that may wait at once; one more fails the oldest with 429.
+        on_request: called with each request or notification the peer sends (a device's
+            ``Console.Event`` lines, a backend's calls), on the event loop, as it arrives;
+            it must not block, and what it keeps it must bound. None to drop them.
     """
 
     def __init__(
@@ -54,9 +57,11 @@ class RpcClient:
         credentials: tuple[str, str] | None = None,
         timeout: float = 10.0,
         max_pending: int = 25,
+        on_request: Callable[[Request], None] | None = None,
     ) -> None:
         self.transport = transport
         self.timeout = timeout
+        self.on_request = on_request
         self.core = RpcClientCore(src, dst=dst, credentials=credentials, max_pending=max_pending)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._closed: ConnectionClosed | None = None
@@ -209,8 +214,13 @@ class RpcClient:
                 future = waiters.get(event.id)
                 if future is not None and not future.done():
                     future.set_exception(event.error)
-            else:
+            elif self.on_request is None:
                 logger.debug("ignoring a request from the peer: %r", event.request)
+            else:
+                try:
+                    self.on_request(event.request)
+                except Exception:
+                    logger.exception("on_request raised for %r", event.request)
 
     def _fail_all(self, exc: ConnectionClosed) -> None:
         self._closed = exc
@@ -294,6 +304,7 @@ class connect:
         credentials: (user, password) for in-frame digest (§4) and HTTP Digest.
         ssl: an SSLContext for wss://, https://, mqtts://.
         timeout: seconds to connect, and the default seconds a call waits.
+        on_request: see `RpcClient`: called with each request or notification the peer sends.
 
     Raises:
         ValueError: for an unknown scheme.
@@ -308,12 +319,14 @@ class connect:
         credentials: tuple[str, str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
         timeout: float = 10.0,
+        on_request: Callable[[Request], None] | None = None,
     ) -> None:
         self.url, url_credentials = _split_credentials(url)
         self.credentials = credentials if credentials is not None else url_credentials
         self.src = src
         self.ssl = ssl
         self.timeout = timeout
+        self.on_request = on_request
         self._client: RpcClient | None = None
 
     async def _open(self) -> RpcClient:
@@ -329,7 +342,14 @@ class connect:
         transport = await open_transport(
             self.url, src=src, credentials=self.credentials, ssl=self.ssl, timeout=self.timeout
         )
-        return RpcClient(transport, src=src, dst=dst, credentials=self.credentials, timeout=self.timeout)
+        return RpcClient(
+            transport,
+            src=src,
+            dst=dst,
+            credentials=self.credentials,
+            timeout=self.timeout,
+            on_request=self.on_request,
+        )
 
     def __await__(self) -> Generator[Any, None, RpcClient]:
         return self._open().__await__()

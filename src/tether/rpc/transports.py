@@ -24,7 +24,7 @@ from tether.ws.client import ClientWebSocket
 from tether.ws.client import connect as ws_connect
 from tether.ws.protocol import State
 
-__all__ = ["HttpTransport", "Transport", "WebSocketTransport", "open_transport"]
+__all__ = ["HttpTransport", "Transport", "WebSocketTransport", "error_frame", "open_transport"]
 
 
 @runtime_checkable
@@ -305,7 +305,7 @@ class HttpTransport:
             if body.strip():
                 self._received.put_nowait(body.strip())
             return
-        self._received.put_nowait(_error_frame(frame, status, body))
+        self._received.put_nowait(error_frame(frame, status, body))
 
     async def recv(self) -> bytes:
         """The next reply frame.
@@ -328,7 +328,7 @@ class HttpTransport:
         self._received.put_nowait(None)
 
 
-def _error_frame(request: bytes, status: int, body: bytes) -> bytes:
+def error_frame(request: bytes, status: int, body: bytes) -> bytes:
     """An error reply to request for an HTTP status other than 200."""
     try:
         parsed = parse_frame(request, max_size=len(request))

@@ -46,6 +46,7 @@ from tether.rpc.serialframe import FrameDropped, FrameReceived, SerialFramer
 __all__ = [
     "Pty",
     "SerialTransport",
+    "configure_tty",
     "open_pty",
     "open_serial_transport",
     "serve_serial",
@@ -453,7 +454,7 @@ def open_pty() -> Pty:
 # --- client side ----------------------------------------------------------------------------
 
 
-def _configure_tty(fd: int, baudrate: int) -> None:
+def configure_tty(fd: int, baudrate: int) -> None:
     """Raw 8N1 at baudrate, receiver on, modem lines ignored, XON/XOFF from the device
     obeyed (``rpc.uart.fc_type`` 2 is the firmware's default); buffered bytes flushed."""
     speed = getattr(termios, f"B{baudrate}", None)
@@ -571,7 +572,7 @@ async def open_serial_transport(
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         if os.isatty(fd):
-            _configure_tty(fd, baudrate)
+            configure_tty(fd, baudrate)
         link = _FdLink(fd, fd, owned=(fd,))
     except BaseException:
         os.close(fd)
