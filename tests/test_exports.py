@@ -93,6 +93,16 @@ PINNED = {
         "connect",
         "serve",
     ],
+    "tether.config": [
+        "Config",
+        "ConfigError",
+        "Leaf",
+        "REDACTED",
+        "Schema",
+        "UnknownKey",
+        "check_access",
+        "expand_placeholders",
+    ],
     "tether.errors": [
         "ConfigError",
         "ConnectionClosed",
