@@ -20,7 +20,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``tether`` and its subcommands."""
-    from tether.cli import http, mqtt, rpc, ws
+    from tether.cli import device, http, mqtt, rpc, run, ws
 
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
     parser.add_argument("--version", action="version", version=_version())
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_parser(commands)
     mqtt.add_parser(commands)
     rpc.add_parser(commands)
+    run.add_parser(commands)
+    device.add_parser(commands)
     return parser
 
 

@@ -34,17 +34,19 @@ import ssl as ssl_module
 import sys
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.http.app import App
 from tether.http.server import Server as HttpServer
 from tether.http.server import serve as http_serve
-from tether.mqtt.client import Client as MqttClient
 from tether.rpc.channels import RpcMount, mount_rpc
 from tether.rpc.channels.dialout import DialOut
-from tether.rpc.channels.mqtt import MqttChannel
 from tether.rpc.channels.serial import configure_tty, serve_serial
 from tether.rpc.dispatch import Dispatcher
+
+if TYPE_CHECKING:  # imported when used: a device without MQTT doesn't load the MQTT client
+    from tether.mqtt.client import Client as MqttClient
+    from tether.rpc.channels.mqtt import MqttChannel
 
 __all__ = ["Server", "parse_listen_addr"]
 
@@ -281,6 +283,8 @@ class Server:
             if self.serial is not None:
                 self._start_serial(self.serial)
             if self.mqtt is not None:
+                from tether.rpc.channels.mqtt import MqttChannel
+
                 channel = MqttChannel(self.dispatcher, self.mqtt)
                 await channel.start()
                 self.mqtt_channel = channel

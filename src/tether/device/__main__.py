@@ -1,0 +1,54 @@
+"""The device process: ``python -m tether.device --app DIR --state-dir DIR [--set KEY=VALUE …]``.
+
+``tether run`` starts it under its supervisor; run it directly to debug an app
+without one (``Sys.Reboot`` then ends the process with status 75).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from tether.device.runtime import EXIT_CONFIG, Runtime
+from tether.errors import ConfigError
+
+logger = logging.getLogger("tether.device")
+
+
+async def _main(args: argparse.Namespace) -> int:
+    runtime = Runtime(args.app, args.state_dir, args.set)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, runtime.stop, 0)
+    try:
+        await runtime.start()
+    except ConfigError as exc:
+        print(f"tether: cannot start: {exc}", file=sys.stderr, flush=True)
+        await runtime.close()
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"tether: cannot start: {exc}", file=sys.stderr, flush=True)
+        await runtime.close()
+        return 1
+    try:
+        return await runtime.wait()
+    finally:
+        await runtime.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one device process; return its exit status."""
+    parser = argparse.ArgumentParser(prog="python -m tether.device")
+    parser.add_argument("--app", required=True, help="the app directory")
+    parser.add_argument("--state-dir", required=True, help="the device's state directory")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    return asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""The device process: configuration, services, channels and the app, wired from the config.
+
+Theory of operation. `Runtime.start` goes through the boot of a Mongoose OS
+device, in its order:
+
+1. the manifest and the configuration schema (built-in keys + the app's);
+2. the configuration levels from the state directory (a broken ``conf9.json`` is
+   moved aside with a loud error: the device comes up on the lower levels), then the
+   ``--set key=value`` overrides of the command line, held in memory at level 8 (a
+   ``Config.Save`` keeps only what differs from them);
+3. logging at ``debug.level``;
+4. the device file system (the app's ``fs/`` files copied in when new or changed);
+5. the dispatcher, with ``rpc.acl`` / ``rpc.auth_file``, and the built-in services
+   the manifest enables;
+6. the app's ``init(device)``;
+7. the channels: the HTTP server with ``/rpc`` (``http.listen_addr``), MQTT when
+   ``mqtt.enable``, the dial-out WebSocket when ``rpc.ws.enable`` and
+   ``rpc.ws.server_address``, serial when ``rpc.uart.enable``;
+8. the watchers of the network (the default route) and of WiFi.
+
+`Runtime.wait` returns the process's exit status: 0 after SIGTERM/SIGINT,
+`EXIT_REBOOT` after ``Sys.Reboot`` (the supervisor starts a new process at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tether
+from tether.config import Config, Schema
+from tether.config.schema import convert_text
+from tether.device import machine
+from tether.device.app import Device
+from tether.device.events import EventBus, Timers
+from tether.device.logs import ConsoleHub, MqttLogForwarder, configure
+from tether.device.manifest import Manifest
+from tether.device.manifest import load as load_manifest
+from tether.device.supervisor import EXIT_CONFIG, EXIT_REBOOT
+from tether.errors import ConfigError
+from tether.http import App
+from tether.rpc import Acl, DigestAuth, Dispatcher, Server
+
+__all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Runtime"]
+
+logger = logging.getLogger("tether.device")
+
+#: The configuration level of ``--set`` values: above the vendor levels, below the user's
+#: ``conf9.json``; held in memory only, so a saved ``conf9.json`` holds what differs from them.
+COMMAND_LINE_LEVEL = 8
+
+#: How often the network watcher reads the default route, in seconds.
+NET_POLL = 2.0
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    with open(source, "rb") as src, open(temporary, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(temporary, target)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_app_files(manifest: Manifest, fs_root: Path, record: Path) -> list[str]:
+    """Copy the app's ``filesystem`` files into the device file system.
+
+    A file is copied when the device has none of that name, or when the app's copy
+    changed since the last install (its hash differs from the one recorded in
+    record): a new app version brings its new files, and a file the user changed on
+    the device stays as long as the app's copy stays the same, as Mongoose OS
+    carries files over an update (spec §6).
+
+    Returns:
+        The device paths written.
+    """
+    try:
+        installed: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        installed = {}
+    written: list[str] = []
+    hashes: dict[str, str] = {}
+    for folder in manifest.filesystem:
+        base = manifest.app_dir / folder
+        if not base.is_dir():
+            continue
+        for source in sorted(base.rglob("*")):
+            if not source.is_file() or source.is_symlink():
+                continue
+            relative = source.relative_to(base).as_posix()
+            digest = _sha256(source)
+            hashes[relative] = digest
+            target = fs_root / relative
+            if not target.exists() or installed.get(relative) != digest:
+                _atomic_copy(source, target)
+                written.append(relative)
+    if hashes != installed:
+        _atomic_write(record, json.dumps(hashes, indent=1, sort_keys=True).encode())
+    return written
+
+
+class Runtime:
+    """One device process.
+
+    Args:
+        app_dir: the app (its manifest, entry module, ``fs/``).
+        state_dir: where ``conf9.json``, the device file system and OTA state live.
+        overrides: ``key=value`` settings from the command line (``--set``).
+        log_stream: where log lines go (stderr).
+    """
+
+    def __init__(
+        self,
+        app_dir: Path | str,
+        state_dir: Path | str,
+        overrides: list[str] | tuple[str, ...] = (),
+        *,
+        log_stream: Any = None,
+    ) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self.state_dir = Path(state_dir).resolve()
+        self.overrides = list(overrides)
+        self.log_stream = log_stream
+        self.started = time.monotonic()
+        self.events = EventBus()
+        self.timers = Timers()
+        self.fs_root = self.state_dir / "fs"
+        self.wifi = machine.Wifi()
+        self.server: Server | None = None
+        self.device: Device | None = None
+        self._exit: asyncio.Future[int] | None = None
+        self._reboot_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._logging: Any = None
+        self._mqtt: Any = None
+        self._ram_min_free: int | None = None
+        self._net: machine.DefaultRoute | None = None
+        self._clouds: set[str] = set()
+
+    def device_path(self, value: str) -> Path:
+        """A file named in the configuration (``ca.pem``, ``rpc_auth.txt``): relative to the
+        device file system, as on a Mongoose OS device."""
+        return self.fs_root / value
+
+    # ------------------------------------------------------------------ boot
+
+    async def start(self) -> None:
+        """Boot the device (steps 1-8 of the module docstring).
+
+        Raises:
+            ConfigError: for a broken manifest or schema, or a bad ``--set``.
+            OSError: if a channel cannot start (e.g. the HTTP port is taken).
+        """
+        loop = asyncio.get_running_loop()
+        self._exit = loop.create_future()
+        # Log lines before the configuration is read (a broken manifest or conf9.json)
+        # go out at the default level; the configured level applies once it is known.
+        self._logging = configure(2, stream=self.log_stream)
+        self.manifest = manifest = load_manifest(self.app_dir)
+        schema = Schema.standard()
+        schema.extend(manifest.config_schema)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.fs_root.mkdir(exist_ok=True)
+        self.config = config = Config(schema, self.state_dir, mac=machine.machine_digits())
+        config.load()  # logs each problem (a file moved aside) at ERROR
+        for assignment in self.overrides:
+            key, sep, value = assignment.partition("=")
+            if not sep:
+                raise ConfigError(key, f"--set {assignment!r} is not key=value")
+            key = key.strip()
+            leaf = schema.leaf(key)  # UnknownKey (a ConfigError) names a mistyped key
+            config.set(
+                convert_text(leaf, value, secret=schema.is_secret(key)), key=key, level=COMMAND_LINE_LEVEL
+            )
+        self._logging.set_level(config["debug.level"], config["debug.file_level"])
+        if config["debug.log_file"]:
+            self._logging.add_file(
+                self.device_path(config["debug.log_file"]),
+                max_bytes=config["debug.log_file_size"],
+                backups=config["debug.log_file_count"],
+            )
+        device_id = config.device_id
+        self.console = ConsoleHub(device_id)
+        self.console.bind(loop)
+        self._logging.add(self.console)
+
+        written = install_app_files(manifest, self.fs_root, self.state_dir / "app-files.json")
+        if written:
+            logger.info("installed %d app file(s) into the device file system", len(written))
+
+        self.dispatcher = dispatcher = self._dispatcher()
+        self.console.register(dispatcher)
+        self._register_services()
+        http_app = App()
+        self.device = device = Device(
+            manifest=manifest,
+            config=config,
+            dispatcher=dispatcher,
+            http=http_app,
+            state_dir=self.state_dir,
+            fs_root=self.fs_root,
+            events=self.events,
+            timers=self.timers,
+            reboot=self.reboot,
+        )
+        mqtt = self._mqtt_client()
+        device.mqtt = mqtt
+        await self._init_app(device)
+
+        self.server = server = Server(
+            dispatcher,
+            device_id=device_id,
+            http=config["http.listen_addr"] if config["http.enable"] and config["rpc.http_enable"] else None,
+            app=http_app,
+            mqtt=mqtt if mqtt is not None and config["rpc.mqtt.enable"] else None,
+            dial_out=self._dial_out_url(),
+            dial_out_ssl=self._dial_out_ssl(),
+            reconnect_min=config["rpc.ws.reconnect_interval_min"],
+            reconnect_max=config["rpc.ws.reconnect_interval_max"],
+            serial=config["rpc.uart.device"] if config["rpc.uart.enable"] else None,
+        )
+        if mqtt is not None:
+            await mqtt.__aenter__()
+            self._mqtt = mqtt
+            topic = config["debug.stdout_topic"]
+            if topic:
+                self._logging.add(MqttLogForwarder(mqtt.publish, topic, device_id))
+        await server.start()
+        device.dial_out = server.dial_out
+        self._spawn(self._watch())
+        if config["wifi.sta.enable"] and config["wifi.sta.ssid"]:
+            if self.wifi.available:
+                self._spawn(self.wifi.connect(config["wifi.sta.ssid"], config["wifi.sta.pass"]))
+            else:
+                logger.warning("wifi.sta is enabled but WiFi management is not available here (no nmcli)")
+        logger.info(
+            "%s %s up as %s in %.0f ms: %s",
+            manifest.name,
+            manifest.version,
+            device_id,
+            (time.monotonic() - self.started) * 1000,
+            ", ".join(server.urls) or "no RPC channel",
+        )
+        self.events.emit("init.done")
+
+    def _dispatcher(self) -> Dispatcher:
+        config = self.config
+        acl_text = config["rpc.acl"]
+        if config["rpc.acl_file"]:
+            if acl_text:
+                raise ConfigError("rpc.acl_file", "rpc.acl and rpc.acl_file are both set")
+            acl_text = "@" + str(self.device_path(config["rpc.acl_file"]))
+        acl = None
+        if acl_text:
+            if acl_text.startswith("@"):
+                try:
+                    acl_text = Path(acl_text[1:]).read_text()
+                except OSError as exc:
+                    raise ConfigError("rpc.acl_file", f"cannot read the ACL file: {exc}") from exc
+            try:
+                acl = Acl.parse(acl_text)
+            except ValueError as exc:
+                raise ConfigError("rpc.acl", f"rpc.acl is not valid: {exc}") from exc
+        auth = None
+        if config["rpc.auth_file"]:
+            auth_path = self.device_path(config["rpc.auth_file"])
+            auth = DigestAuth(
+                str(auth_path),
+                config["rpc.auth_domain"] or "RPC",
+                algorithm="SHA-256" if config["rpc.auth_algo"] == 1 else "MD5",
+            )
+        return Dispatcher(
+            self.config.device_id,
+            acl=acl,
+            auth=auth,
+            max_pending=max(1, config["rpc.max_queue_length"]),
+            max_frame_size=max(1024, config["rpc.max_frame_size"]),
+        )
+
+    def _register_services(self) -> None:
+        from tether.device.services import config as config_service
+        from tether.device.services import fs as fs_service
+        from tether.device.services import sys as sys_service
+
+        services = self.manifest.services
+        if "sys" in services and self.config["rpc.service_sys_enable"]:
+            sys_service.register(
+                self.dispatcher,
+                info=self.info,
+                reboot=self.reboot,
+                cancel_reboot=self.cancel_reboot,
+                set_debug=self.set_debug,
+            )
+        if "config" in services:
+            config_service.register(
+                self.dispatcher, self.config, reboot=self.reboot, changed=self.config_changed
+            )
+        if "fs" in services:
+            fs_service.register(self.dispatcher, self.fs_root)
+
+    def _mqtt_client(self) -> Any:
+        config = self.config
+        if not config["mqtt.enable"]:
+            return None
+        from tether.mqtt import MQTT_3_1_1, Client, Will
+
+        server = config["mqtt.server"]
+        if not server:
+            raise ConfigError("mqtt.server", "mqtt.enable is true but mqtt.server is empty")
+        scheme = "mqtts" if config["mqtt.ssl_ca_cert"] else "mqtt"
+        url = server if "://" in server else f"{scheme}://{server}"
+        ssl_context = None
+        if config["mqtt.ssl_ca_cert"]:
+            from tether import tls
+
+            ssl_context = tls.client_context(
+                ca_file=self.device_path(config["mqtt.ssl_ca_cert"]),
+                cert_file=self.device_path(config["mqtt.ssl_cert"]) if config["mqtt.ssl_cert"] else None,
+                key_file=self.device_path(config["mqtt.ssl_key"]) if config["mqtt.ssl_key"] else None,
+            )
+        will = None
+        if config["mqtt.will_topic"]:
+            will = Will(
+                config["mqtt.will_topic"],
+                config["mqtt.will_message"].encode(),
+                retain=config["mqtt.will_retain"],
+            )
+        return Client(
+            url,
+            client_id=config["mqtt.client_id"] or self.config.device_id,
+            version=MQTT_3_1_1,
+            keepalive=config["mqtt.keep_alive"],
+            clean_start=config["mqtt.clean_session"],
+            username=config["mqtt.user"] or None,
+            password=config["mqtt.pass"] or None,
+            will=will,
+            ssl=ssl_context,
+            backoff_min=config["mqtt.reconnect_timeout_min"],
+            backoff_max=config["mqtt.reconnect_timeout_max"],
+            on_connect=lambda client, event: self._cloud("mqtt", True),
+            on_disconnect=lambda client, error: self._cloud("mqtt", False),
+        )
+
+    def _dial_out_url(self) -> str | None:
+        config = self.config
+        if not (config["rpc.ws.enable"] and config["rpc.ws.server_address"]):
+            return None
+        return str(config["rpc.ws.server_address"])
+
+    def _dial_out_ssl(self) -> Any:
+        config = self.config
+        url = self._dial_out_url()
+        if url is None or not url.lower().startswith("wss:"):
+            return None
+        from tether import tls
+
+        def path(key: str) -> Path | None:
+            return self.device_path(config[key]) if config[key] else None
+
+        return tls.client_context(
+            ca_file=path("rpc.ws.ssl_ca_file"),
+            cert_file=path("rpc.ws.ssl_client_cert_file"),
+            key_file=path("rpc.ws.ssl_client_key_file"),
+        )
+
+    async def _init_app(self, device: Device) -> None:
+        manifest = self.manifest
+        if manifest.entry is None:
+            return
+        path = manifest.app_dir / manifest.entry
+        module_name = f"tether_app_{manifest.name.replace('-', '_').replace('.', '_')}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError("entry", f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(manifest.app_dir))
+        spec.loader.exec_module(module)
+        init = getattr(module, manifest.function, None)
+        if init is None:
+            logger.warning("%s has no %s(device); the app adds nothing", manifest.entry, manifest.function)
+            return
+        result = init(device)
+        if inspect.isawaitable(result):
+            await result
+
+    # ------------------------------------------------------------------ running
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cloud(self, cloud: str, up: bool) -> None:
+        if up and cloud not in self._clouds:
+            self._clouds.add(cloud)
+            self.events.emit("cloud.connected", {"cloud": cloud})
+        elif not up and cloud in self._clouds:
+            self._clouds.discard(cloud)
+            self.events.emit("cloud.disconnected", {"cloud": cloud})
+
+    async def _watch(self) -> None:
+        """Network events from the default route; the dial-out link's state as cloud events."""
+        while True:
+            route = machine.default_route()
+            if route != self._net:
+                if route is not None:
+                    self.events.emit("net.connected", {"interface": route.interface, "ip": route.ip})
+                else:
+                    self.events.emit("net.disconnected", None)
+                self._net = route
+            if self.server is not None and self.server.dial_out is not None:
+                self._cloud("rpc.ws", self.server.dial_out.connected)
+            free = machine.memory().free
+            if self._ram_min_free is None or free < self._ram_min_free:
+                self._ram_min_free = free
+            await asyncio.sleep(NET_POLL)
+
+    def info(self) -> dict[str, Any]:
+        """``Sys.GetInfo``: the spec's fields in its order, with this machine's values."""
+        memory = machine.memory()
+        if self._ram_min_free is None or memory.free < self._ram_min_free:
+            self._ram_min_free = memory.free
+        fs_size, fs_free = machine.storage(self.fs_root)
+        route = machine.default_route()
+        return {
+            "id": self.config.device_id,
+            "app": self.manifest.name,
+            "fw_version": self.manifest.version,
+            "fw_id": self._fw_id(),
+            "mg_version": tether.__version__,
+            "mg_id": f"tether {tether.__version__} python {sys.version.split()[0]}",
+            "mac": machine.primary_mac() or machine.machine_digits(),
+            "arch": machine.arch(),
+            "uptime": int(time.monotonic() - self.started),
+            "public_key": None,
+            "ram_size": memory.total,
+            "ram_free": memory.free,
+            "ram_min_free": self._ram_min_free,
+            "fs_size": fs_size,
+            "fs_free": fs_free,
+            "wifi": self.wifi.info(route.ip if route is not None and route.wireless else ""),
+            "eth": {"ip": route.ip if route is not None and not route.wireless else ""},
+        }
+
+    def _fw_id(self) -> str:
+        """A build id of the running app: the manifest's mtime and a short hash of it."""
+        try:
+            data = self.manifest.path.read_bytes()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.manifest.path.stat().st_mtime))
+        except OSError:
+            return ""
+        return f"{stamp}/{hashlib.sha256(data).hexdigest()[:8]}"
+
+    def set_debug(self, level: int, file_levels: str | None) -> None:
+        """``Sys.SetDebug``: the running log level (not saved)."""
+        self._logging.set_level(level, file_levels)
+
+    def config_changed(self, paths: list[str]) -> None:
+        """Apply what can change live (log levels), then raise ``config.changed``."""
+        if any(path.startswith("debug.") for path in paths):
+            try:
+                self._logging.set_level(self.config["debug.level"], self.config["debug.file_level"])
+            except ValueError as exc:
+                logger.error("debug.level/debug.file_level not applied: %s", exc)
+        self.events.emit("config.changed", paths)
+
+    def reboot(self, delay: float = 0.1) -> None:
+        """Restart the app (a new process) after delay seconds."""
+        if self._exit is None or self._exit.done():
+            return
+        self.cancel_reboot()
+        logger.info("rebooting in %.0f ms", delay * 1000)
+        self.events.emit("reboot", {"delay": delay})
+        loop = asyncio.get_running_loop()
+        self._reboot_handle = loop.call_later(max(delay, 0.0), self.stop, EXIT_REBOOT)
+
+    def cancel_reboot(self) -> bool:
+        """Cancel a pending `reboot`; False if none was pending."""
+        handle, self._reboot_handle = self._reboot_handle, None
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    def stop(self, status: int = 0) -> None:
+        """Make `wait` return status (0: stop, `EXIT_REBOOT`: start again)."""
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(status)
+
+    async def wait(self) -> int:
+        """Wait for `stop` or `reboot`; return the exit status."""
+        assert self._exit is not None, "start() first"
+        return await self._exit
+
+    async def close(self) -> None:
+        """Stop the channels, timers and tasks; flush the log."""
+        self.cancel_reboot()
+        await self.timers.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.close()
+        if self._mqtt is not None:
+            with contextlib.suppress(Exception):
+                await self._mqtt.__aexit__(None, None, None)
+        await self.events.aclose()
+        if self._logging is not None:
+            self._logging.close()

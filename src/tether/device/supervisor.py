@@ -1,0 +1,180 @@
+"""The supervisor of ``tether run``: runs the device in a child process and starts it again.
+
+Theory of operation. The supervisor is a small loop that imports nothing but
+``os``, ``signal``, ``sys`` and ``time`` (it stays near the interpreter's own size
+and cannot be broken by an app; ``tether run`` replaces itself with
+``python -m tether.device.supervisor``). It starts the device process
+(``python -m tether.device``) with ``posix_spawn`` and waits for it:
+
+- exit status `EXIT_REBOOT` (``Sys.Reboot``, ``Config.Set`` with ``reboot``): start it
+  again at once;
+- exit status 0, or any end after the supervisor was asked to stop: stop;
+- anything else (an exception, a signal, a broken config): a crash. Log it and
+  start again after a backoff that doubles from ``backoff_min`` to ``backoff_max``
+  seconds, reset once a process has run for ``stable_after`` seconds.
+
+SIGTERM, SIGINT and SIGHUP make the supervisor forward SIGTERM to the device
+process, wait up to ``stop_timeout`` seconds for it, SIGKILL it if it is still
+there, and exit. Hooks let the OTA layer choose the app directory before each
+start and decide about a rollback after each crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+__all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Supervisor", "device_command"]
+
+#: The exit status of a device process asking to be started again (`tether.device.runtime`).
+EXIT_REBOOT = 75
+#: The exit status of a device process that cannot start: a broken manifest or schema.
+EXIT_CONFIG = 78
+
+
+def device_command(app_dir: str, state_dir: str, overrides: Sequence[str] = ()) -> list[str]:
+    """The command line of a device process."""
+    command = [sys.executable, "-m", "tether.device", "--app", str(app_dir), "--state-dir", str(state_dir)]
+    for assignment in overrides:
+        command += ["--set", assignment]
+    return command
+
+
+def _describe(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+class Supervisor:
+    """Keeps a device process running.
+
+    Args:
+        command: returns the device process's command line; called before every start
+            (so an OTA switch takes effect at the next start).
+        on_exit: called with the exit status of every device process that ended on its
+            own (not stopped by the supervisor) and how long it ran, in seconds.
+        log: where the supervisor's own lines go.
+        backoff_min, backoff_max: the delay after a crash, doubling.
+        stable_after: seconds of running after which the backoff starts over.
+        stop_timeout: seconds a device process gets to stop before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        command: Callable[[], list[str]],
+        *,
+        on_exit: Callable[[int, float], None] | None = None,
+        log: TextIO | None = None,
+        backoff_min: float = 1.0,
+        backoff_max: float = 30.0,
+        stable_after: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.command = command
+        self.on_exit = on_exit
+        self.log = log if log is not None else sys.stderr
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.stop_timeout = stop_timeout
+        self.pid: int | None = None
+        self.starts = 0
+        self._stopping = False
+
+    def _say(self, text: str) -> None:
+        print(f"tether run: {text}", file=self.log, flush=True)
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to end (a signal handler): SIGTERM to the device process."""
+        self._stopping = True
+        if self.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    def run(self) -> int:
+        """Supervise until asked to stop; returns the exit status of ``tether run``."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.stop)
+        delay = self.backoff_min
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                self.starts += 1
+                command = self.command()
+                self.pid = os.posix_spawn(command[0], command, os.environ)
+                status = self._wait(self.pid)
+                self.pid = None
+                assert status is not None
+                ran = time.monotonic() - started
+                if self._stopping:
+                    break
+                if self.on_exit is not None:
+                    self.on_exit(status, ran)
+                if status == 0:
+                    self._say("device process stopped")
+                    return 0
+                if status == EXIT_REBOOT:
+                    self._say("rebooting")
+                    delay = self.backoff_min
+                    continue
+                if ran >= self.stable_after:
+                    delay = self.backoff_min
+                self._say(f"device process {_describe(status)}; starting again in {delay:.0f} s")
+                self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            self._terminate()
+        return 0
+
+    @staticmethod
+    def _wait(pid: int, options: int = 0) -> int | None:
+        """The exit status of pid as subprocess reports it (-N for signal N); None if running."""
+        done, status = os.waitpid(pid, options)
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    def _terminate(self) -> None:
+        pid, self.pid = self.pid, None
+        if pid is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while self._wait(pid, os.WNOHANG) is None:
+            if time.monotonic() > deadline:
+                self._say(f"device process did not stop in {self.stop_timeout:.0f} s; killing it")
+                os.kill(pid, signal.SIGKILL)
+                self._wait(pid)
+                return
+            time.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tether.device.supervisor APP_DIR STATE_DIR [KEY=VALUE …]``: supervise a device."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print("usage: python -m tether.device.supervisor APP_DIR STATE_DIR [KEY=VALUE ...]", file=sys.stderr)
+        return 2
+    app_dir, state_dir, overrides = args[0], args[1], args[2:]
+    return Supervisor(lambda: device_command(app_dir, state_dir, overrides)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
