@@ -244,6 +244,7 @@ class _Logging:
     def __init__(self, level_filter: _LevelFilter, handlers: list[logging.Handler]) -> None:
         self.level_filter = level_filter
         self.handlers = handlers
+        self._root_level = logging.getLogger().level
 
     def set_level(self, level: int, file_levels: str | None = None) -> None:
         """Apply ``debug.level`` (-1..4) and, when given, ``debug.file_level``.
@@ -287,10 +288,11 @@ class _Logging:
         logging.getLogger().removeHandler(handler)
 
     def close(self) -> None:
-        """Remove and close every handler `configure` and `add` installed."""
+        """Remove and close every handler `configure` and `add` installed; the root level as before."""
         for handler in list(self.handlers):
             self.remove(handler)
             handler.close()
+        logging.getLogger().setLevel(self._root_level)
 
 
 def configure(level: int, *, file_levels: str = "", stream: Any = None) -> _Logging:
