@@ -236,11 +236,12 @@ class Runtime:
         device.mqtt = mqtt
         await self._init_app(device)
 
+        http_on = config["http.enable"] and config["rpc.enable"] and config["rpc.http_enable"]
         self.server = server = Server(
             dispatcher,
             device_id=device_id,
-            http=config["http.listen_addr"] if config["http.enable"] and config["rpc.http_enable"] else None,
-            app=http_app,
+            http=config["http.listen_addr"] if http_on else None,
+            app=http_app if http_on else None,
             mqtt=mqtt if mqtt is not None and config["rpc.mqtt.enable"] else None,
             dial_out=self._dial_out_url(),
             dial_out_ssl=self._dial_out_ssl(),
@@ -268,7 +269,7 @@ class Runtime:
             manifest.version,
             device_id,
             (time.monotonic() - self.started) * 1000,
-            ", ".join(server.urls) or "no RPC channel",
+            ", ".join(server.channels) or "no RPC channel",
         )
         self.events.emit("init.done")
 

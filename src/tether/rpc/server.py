@@ -214,13 +214,17 @@ class Server:
         self._closing: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        channels = [
+        return f"Server({self.device_id!r}, {self.channels!r}, started={self._started})"
+
+    @property
+    def channels(self) -> list[str]:
+        """Every channel, for people: URLs, ``mqtt <topic>``, ``serial <path>``, ``dial-out <url>``."""
+        return [
             *self.urls,
             *([f"mqtt {self.device_id}/rpc"] if self.mqtt is not None else []),
             *([f"serial {self.serial}"] if self.serial is not None else []),
             *([f"dial-out {_without_userinfo(self.dial_out.url)}"] if self.dial_out is not None else []),
         ]
-        return f"Server({self.device_id!r}, {channels!r}, started={self._started})"
 
     def method(
         self,
