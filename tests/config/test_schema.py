@@ -32,7 +32,7 @@ def test_the_standard_keys() -> None:
         "rpc.ws.reconnect_interval_max": ("i", 60),
         "rpc.uart.baud_rate": ("i", 115200),
         "rpc.mqtt.pub_topic": ("s", "%.*s/rpc"),
-        "http.listen_addr": ("s", "8000"),
+        "http.listen_addr": ("s", "127.0.0.1:8000"),
         "mqtt.enable": ("b", False),
         "mqtt.reconnect_timeout_min": ("d", 2.0),
         "wifi.ap.ssid": ("s", "Tether_??????"),

@@ -20,7 +20,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``tether`` and its subcommands."""
-    from tether.cli import device, http, mqtt, rpc, run, ws
+    from tether.cli import device, http, mqtt, ota, rpc, run, ws
 
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
     parser.add_argument("--version", action="version", version=_version())
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_parser(commands)
     run.add_parser(commands)
     device.add_parser(commands)
+    ota.add_parser(commands)
     return parser
 
 

@@ -520,7 +520,12 @@ STANDARD_ENTRIES: Sequence[list[Any]] = (
     ["rpc.mqtt.qos", "i", 1, _title("QoS")],
     ["http", "o", _title("HTTP server")],
     ["http.enable", "b", True, _title("Enable")],
-    ["http.listen_addr", "s", "8000", _title("Port or address:port to listen on")],
+    [
+        "http.listen_addr",
+        "s",
+        "127.0.0.1:8000",
+        _title("Port or address:port to listen on; a bare port listens on every interface"),
+    ],
     ["http.document_root", "s", "", _title("Serve files from this directory")],
     ["http.ssl_cert", "s", _title("TLS certificate file")],
     ["http.ssl_key", "s", _title("TLS key file")],

@@ -128,6 +128,17 @@ def install_app_files(manifest: Manifest, fs_root: Path, record: Path) -> list[s
     return written
 
 
+def _loopback(server: Server) -> bool:
+    """Whether the server's HTTP listener is reachable from this machine only."""
+    import ipaddress
+
+    host = server.listen[0] if server.listen is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class Runtime:
     """One device process.
 
@@ -257,6 +268,11 @@ class Runtime:
                 self._logging.add(MqttLogForwarder(mqtt.publish, topic, device_id))
         await server.start()
         device.dial_out = server.dial_out
+        if server.http_server is not None and dispatcher.acl is None and not _loopback(server):
+            logger.warning(
+                "RPC on %s is open to anyone who can reach it: set rpc.acl and rpc.auth_file",
+                ", ".join(server.urls),
+            )
         self._spawn(self._watch())
         if config["wifi.sta.enable"] and config["wifi.sta.ssid"]:
             if self.wifi.available:
