@@ -25,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
-        "--port", dest="global_port", metavar="URL", help="the device for `call`, as in `mos --port URL call`"
+        "--port",
+        dest="global_port",
+        metavar="URL",
+        help="the device for call and the device commands, as in `mos --port URL call`",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True

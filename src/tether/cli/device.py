@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether import tls
-from tether.cli.rpc import DEFAULT_PORT, _credentials
+from tether.cli.rpc import DEFAULT_PORT, read_credentials, resolve_port
 from tether.errors import RpcError, TetherError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "add_parser"]
@@ -138,11 +138,6 @@ def add_parser(commands: Any) -> None:
     console.set_defaults(run=_run_console)
 
 
-def _port(args: argparse.Namespace) -> str:
-    # The same order as `tether call` (cli/rpc.py): --port, tether --port, $TETHER_PORT.
-    return args.port or getattr(args, "global_port", None) or os.environ.get("TETHER_PORT") or DEFAULT_PORT
-
-
 def _scheme(port: str) -> str:
     return port.partition("://")[0].lower() if "://" in port else ""
 
@@ -151,12 +146,12 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int
     """Connect to the port, run work with the client, and map failures to mos's messages."""
     from tether.rpc import connect
 
-    port = _port(args)
+    port = resolve_port(args)
 
     async def main() -> int:
         ssl_ctx = tls.client_context(ca_file=args.ca_file) if args.ca_file else None
         async with connect(
-            port, credentials=_credentials(args.credentials), ssl=ssl_ctx, timeout=args.timeout
+            port, credentials=read_credentials(args.credentials), ssl=ssl_ctx, timeout=args.timeout
         ) as client:
             return await work(client)
 
@@ -476,7 +471,7 @@ async def _console_rpc(args: argparse.Namespace, port: str) -> None:
     ssl_ctx = tls.client_context(ca_file=args.ca_file) if args.ca_file else None
     async with connect(
         port,
-        credentials=_credentials(args.credentials),
+        credentials=read_credentials(args.credentials),
         ssl=ssl_ctx,
         timeout=args.timeout,
         on_request=on_request,
@@ -515,7 +510,7 @@ async def _console_mqtt(args: argparse.Namespace, port: str) -> None:
 
 
 def _run_console(args: argparse.Namespace) -> int:
-    port = _port(args)
+    port = resolve_port(args)
     scheme = _scheme(port)
     if scheme in ("http", "https") or scheme.startswith("mqtt+"):
         print(

@@ -7,14 +7,13 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from tether import tls
-from tether.cli.rpc import DEFAULT_PORT, _credentials
+from tether.cli.rpc import DEFAULT_PORT, read_credentials, resolve_port
 from tether.errors import ConnectionClosed, RpcError, TetherError, Timeout
 
 __all__ = ["add_parser"]
@@ -127,7 +126,7 @@ class _Device:
     def __init__(self, args: argparse.Namespace, port: str) -> None:
         self.port = port
         self.timeout: float = args.timeout
-        self.credentials = _credentials(args.credentials)
+        self.credentials = read_credentials(args.credentials)
         self.ssl = tls.client_context(ca_file=args.ca_file) if args.ca_file else None
         self._client: Any = None
 
@@ -247,7 +246,7 @@ async def _ota(args: argparse.Namespace, port: str) -> None:
 
 
 def _run_ota(args: argparse.Namespace) -> int:
-    port = args.port or getattr(args, "global_port", None) or os.environ.get("TETHER_PORT") or DEFAULT_PORT
+    port = resolve_port(args)
     if args.chunk_size < 1:
         print(f"Error: --chunk-size must be positive, not {args.chunk_size}", file=sys.stderr)
         return 2

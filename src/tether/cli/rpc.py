@@ -14,7 +14,7 @@ from typing import Any
 from tether import tls
 from tether.errors import RpcError, TetherError
 
-__all__ = ["DEFAULT_PORT", "add_parser"]
+__all__ = ["DEFAULT_PORT", "add_parser", "read_credentials", "resolve_port"]
 
 #: The port `tether call` uses without ``--port`` or ``TETHER_PORT``, as mos's default.
 DEFAULT_PORT = "ws://127.0.0.1:8000/rpc"
@@ -58,7 +58,19 @@ def add_parser(commands: Any) -> None:
     serve.set_defaults(run=_run_serve)
 
 
-def _credentials(value: str | None) -> tuple[str, str] | None:
+def resolve_port(args: argparse.Namespace) -> str:
+    """The device a command talks to: ``--port``, else ``tether --port``, else
+    ``$TETHER_PORT``, else `DEFAULT_PORT` (the order of mos)."""
+    return args.port or getattr(args, "global_port", None) or os.environ.get("TETHER_PORT") or DEFAULT_PORT
+
+
+def read_credentials(value: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` or ``@FILE`` holding it (``--credentials``, mos' ``--rpc-creds``).
+
+    Raises:
+        ValueError: if there is no colon.
+        OSError: if FILE cannot be read.
+    """
     if value is None:
         return None
     if value.startswith("@"):
@@ -75,7 +87,7 @@ async def _call(args: argparse.Namespace, port: str, params: Any) -> int:
 
     ssl_ctx = tls.client_context(ca_file=args.ca_file) if args.ca_file else None
     async with connect(
-        port, credentials=_credentials(args.credentials), ssl=ssl_ctx, timeout=args.timeout
+        port, credentials=read_credentials(args.credentials), ssl=ssl_ctx, timeout=args.timeout
     ) as client:
         result = await client.call(args.method, params, timeout=args.timeout)
     print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -83,7 +95,7 @@ async def _call(args: argparse.Namespace, port: str, params: Any) -> int:
 
 
 def _run_call(args: argparse.Namespace) -> int:
-    port = args.port or getattr(args, "global_port", None) or os.environ.get("TETHER_PORT") or DEFAULT_PORT
+    port = resolve_port(args)
     params = None
     if args.args is not None:
         try:
