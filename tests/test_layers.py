@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Add new packages here in the same change that creates them.
 LAYERS: list[tuple[str, ...]] = [
     # shared, stdlib only
-    ("tether", "tether.errors", "tether.backoff", "tether.tls", "tether._speedups"),
+    ("tether", "tether.errors", "tether.backoff", "tether.tls", "tether.files", "tether._speedups"),
     # protocol cores and their I/O front ends; MQTT runs over WebSocket and the HTTP
     # server upgrades to it, so WebSocket sits below them
     ("tether.ws",),

@@ -36,6 +36,7 @@ from typing import Any
 
 from tether.device.manifest import load as load_manifest
 from tether.errors import ConfigError, TetherError
+from tether.files import fsync_directory
 
 __all__ = [
     "MANIFEST",
@@ -529,12 +530,4 @@ def extract_bundle(
                 raise BundleError(f"file {name!r} does not match its hash in {MANIFEST}")
     for directory in directories:
         if directory == target or target in directory.parents:
-            _fsync_dir(directory)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_directory(directory)

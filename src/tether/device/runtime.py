@@ -31,8 +31,6 @@ import importlib.util
 import inspect
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +47,7 @@ from tether.device.manifest import Manifest
 from tether.device.manifest import load as load_manifest
 from tether.device.supervisor import EXIT_CONFIG, EXIT_REBOOT
 from tether.errors import ConfigError
+from tether.files import copy_atomic, write_atomic
 from tether.http import App
 from tether.rpc import Acl, DigestAuth, Dispatcher, Server
 
@@ -62,25 +61,6 @@ COMMAND_LINE_LEVEL = 8
 
 #: How often the network watcher reads the default route, in seconds.
 NET_POLL = 2.0
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    with open(source, "rb") as src, open(temporary, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(temporary, target)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def _sha256(path: Path) -> str:
@@ -121,10 +101,10 @@ def install_app_files(manifest: Manifest, fs_root: Path, record: Path) -> list[s
             hashes[relative] = digest
             target = fs_root / relative
             if not target.exists() or installed.get(relative) != digest:
-                _atomic_copy(source, target)
+                copy_atomic(source, target)
                 written.append(relative)
     if hashes != installed:
-        _atomic_write(record, json.dumps(hashes, indent=1, sort_keys=True).encode())
+        write_atomic(record, json.dumps(hashes, indent=1, sort_keys=True).encode())
     return written
 
 

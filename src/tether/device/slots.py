@@ -42,8 +42,9 @@ from typing import Any
 
 from tether.device.bundle import MAX_FILES, MAX_UNPACKED_SIZE, extract_bundle, verify_bundle
 from tether.errors import TetherError
+from tether.files import fsync_directory, write_atomic
 
-__all__ = ["BootState", "SlotError", "Slots", "write_atomic"]
+__all__ = ["BootState", "SlotError", "Slots"]
 
 logger = logging.getLogger("tether.device.ota")
 
@@ -118,29 +119,6 @@ def _checked(fields: dict[str, Any]) -> dict[str, Any]:
         if kind is int and value < 0:
             raise ValueError(f"boot state field {name!r} must not be negative, not {value}")
     return fields
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace path with data so that a crash leaves the old file or the new one.
-
-    Writes a temporary file beside it, fsyncs it, renames it over path and fsyncs
-    the directory. Callers that may race for the same path serialise themselves.
-    """
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
 
 
 class Slots:
@@ -303,7 +281,7 @@ class Slots:
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise
-            _fsync_dir(self.slots_dir)
+            fsync_directory(self.slots_dir)
             new = BootState(
                 active_slot=number,
                 revert_slot=state.active_slot,
@@ -420,7 +398,7 @@ class Slots:
                 # Unnamed first, in one step: a half-deleted slot is never taken for one.
                 doomed = self.slots_dir / f".old-{path.name}-{secrets.token_hex(4)}"
                 os.rename(path, doomed)
-                _fsync_dir(self.slots_dir)
+                fsync_directory(self.slots_dir)
             if doomed.is_dir() and not doomed.is_symlink():
                 shutil.rmtree(doomed)
             else:

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import RpcError
+from tether.files import fsync_directory
 from tether.rpc.dispatch import Call, Dispatcher
 
 __all__ = ["register"]
@@ -104,16 +105,6 @@ def _is_int(value: Any) -> bool:
 def _params(call: Call) -> dict[str, Any]:
     # The firmware reads params with json_scanf: anything but an object gives no fields.
     return call.params if isinstance(call.params, dict) else {}
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename in path durable; some file systems cannot, which is no error."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -217,7 +208,7 @@ class _FileService:
         except OSError:
             _unlink_quietly(upload.part)
             raise
-        _fsync_directory(upload.target.parent)
+        fsync_directory(upload.target.parent)
 
     def _settle(self, path: Path, *, moving: bool = False) -> None:
         """Another call touches path: complete the uploads without ``size`` at or under it.
@@ -263,7 +254,7 @@ class _FileService:
         except OSError:
             _unlink_quietly(part)
             raise
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def _start(self, target: Path, data: bytes, size: int | None) -> _Upload:
         upload = _Upload(target, target.parent / _part_name(target.name), size)

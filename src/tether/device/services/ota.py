@@ -42,8 +42,9 @@ from typing import Any
 
 from tether import tls
 from tether.device.bundle import BundleError
-from tether.device.slots import SlotError, Slots, write_atomic
+from tether.device.slots import SlotError, Slots
 from tether.errors import RpcError, TetherError
+from tether.files import write_atomic
 from tether.rpc.dispatch import Call, Dispatcher
 
 __all__ = ["DownloadError", "OtaService", "OtaState", "download", "register"]
