@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -51,9 +53,36 @@ class Device:
         for assignment in self.overrides:
             command += ["--set", assignment]
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT)
+        # A process group of its own: power_cut() kills the whole tree at once.
+        self.process = subprocess.Popen(
+            command, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.wait_ready()
         return self
+
+    def power_cut(self) -> None:
+        """SIGKILL the supervisor and the device process together, as a power cut would."""
+        process = self.process
+        assert process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(TIMEOUT)
+        self.log_file.close()
+        self.process = None
+
+    def info(self) -> dict[str, Any]:
+        """Sys.GetInfo, waiting for the device to answer."""
+        return self.wait_ready()
+
+    def wait_version(self, version: str) -> dict[str, Any]:
+        """Wait until the device runs version (after an update, a rollback, a revert)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            info = self.wait_ready()
+            if info["fw_version"] == version:
+                return info
+            assert time.monotonic() < deadline, f"still {info['fw_version']}, not {version}:\n{self.log()}"
+            time.sleep(0.1)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -100,7 +129,8 @@ class Device:
             try:
                 process.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.log_file.close()
         self.process = None

@@ -20,7 +20,7 @@ logger = logging.getLogger("tether.device")
 
 
 async def _main(args: argparse.Namespace) -> int:
-    runtime = Runtime(args.app, args.state_dir, args.set)
+    runtime = Runtime(args.app, args.state_dir, args.set, factory_dir=args.factory)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", required=True, help="the app directory")
     parser.add_argument("--state-dir", required=True, help="the device's state directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--factory", help="the app `tether run` was given, when --app is an OTA slot")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

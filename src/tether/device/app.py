@@ -68,6 +68,7 @@ class Device:
         events: EventBus,
         timers: Timers,
         reboot: Callable[[float], None],
+        commit: Callable[[], bool],
     ) -> None:
         self.manifest = manifest
         self.config = config
@@ -81,6 +82,7 @@ class Device:
         self._events = events
         self._timers = timers
         self._reboot = reboot
+        self._commit = commit
 
     @property
     def id(self) -> str:
@@ -138,6 +140,12 @@ class Device:
         if self.dial_out is None:
             raise InvalidState("rpc.ws is not enabled or has no server_address")
         return await self.dial_out.call(method, args, timeout=timeout)
+
+    def commit(self) -> bool:
+        """Commit the OTA update this app came with, once it is healthy (e.g. its backend
+        connection is up); False if there is nothing to commit. Until then a crash or the
+        commit timeout rolls the device back to the previous version."""
+        return self._commit()
 
     def reboot(self, delay: float = 0.1) -> None:
         """Restart the app (a new process) after delay seconds, as ``Sys.Reboot``."""

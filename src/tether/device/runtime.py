@@ -45,6 +45,7 @@ from tether.device.events import EventBus, Timers
 from tether.device.logs import ConsoleHub, MqttLogForwarder, configure
 from tether.device.manifest import Manifest
 from tether.device.manifest import load as load_manifest
+from tether.device.slots import Slots
 from tether.device.supervisor import EXIT_CONFIG, EXIT_REBOOT
 from tether.errors import ConfigError
 from tether.files import copy_atomic, write_atomic
@@ -126,6 +127,8 @@ class Runtime:
         app_dir: the app (its manifest, entry module, ``fs/``).
         state_dir: where ``conf9.json``, the device file system and OTA state live.
         overrides: ``key=value`` settings from the command line (``--set``).
+        factory_dir: the app ``tether run`` was given (OTA slot 0) when app_dir is an
+            installed slot; app_dir by default.
         log_stream: where log lines go (stderr).
     """
 
@@ -135,9 +138,11 @@ class Runtime:
         state_dir: Path | str,
         overrides: list[str] | tuple[str, ...] = (),
         *,
+        factory_dir: Path | str | None = None,
         log_stream: Any = None,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()
+        self.factory_dir = Path(factory_dir).resolve() if factory_dir is not None else self.app_dir
         self.state_dir = Path(state_dir).resolve()
         self.overrides = list(overrides)
         self.log_stream = log_stream
@@ -156,6 +161,7 @@ class Runtime:
         self._ram_min_free: int | None = None
         self._net: machine.DefaultRoute | None = None
         self._clouds: set[str] = set()
+        self.slots: Slots | None = None
 
     def device_path(self, value: str) -> Path:
         """A file named in the configuration (``ca.pem``, ``rpc_auth.txt``): relative to the
@@ -222,6 +228,7 @@ class Runtime:
             events=self.events,
             timers=self.timers,
             reboot=self.reboot,
+            commit=self.commit,
         )
         mqtt = self._mqtt_client()
         device.mqtt = mqtt
@@ -268,6 +275,17 @@ class Runtime:
             ", ".join(server.channels) or "no RPC channel",
         )
         self.events.emit("init.done")
+        if self.slots is not None:
+            state = self.slots.boot_state()
+            if not state.is_committed and state.commit_timeout == 0:
+                self.commit()  # spec §6: a commit timeout of 0 commits once the app is up
+            elif not state.is_committed:
+                logger.warning(
+                    "running slot %d uncommitted: commit it (OTA.Commit, tether ota commit, device.commit()) "
+                    "or it is rolled back%s",
+                    state.active_slot,
+                    f" {state.commit_timeout} s after the update",
+                )
 
     def _dispatcher(self) -> Dispatcher:
         config = self.config
@@ -323,6 +341,17 @@ class Runtime:
             )
         if "fs" in services:
             fs_service.register(self.dispatcher, self.fs_root)
+        if "ota" in services:
+            from tether.device.services import ota as ota_service
+
+            self.slots = Slots(self.state_dir, self.factory_dir)
+            ota_service.register(
+                self.dispatcher,
+                self.slots,
+                public_key=lambda: self.config["update.key"] or None,
+                reboot=self.reboot,
+                max_size=max(1, self.config["update.max_size"]),
+            )
 
     def _mqtt_client(self) -> Any:
         config = self.config
@@ -477,6 +506,20 @@ class Runtime:
         except OSError:
             return ""
         return f"{stamp}/{hashlib.sha256(data).hexdigest()[:8]}"
+
+    def commit(self) -> bool:
+        """Commit the running OTA update; False if there is none to commit."""
+        from tether.device.slots import SlotError
+
+        if self.slots is None:
+            return False
+        try:
+            self.slots.commit()
+        except SlotError:
+            return False
+        logger.info("update committed: slot %d stays", self.slots.boot_state().active_slot)
+        self.events.emit("ota.committed", {"slot": self.slots.boot_state().active_slot})
+        return True
 
     def set_debug(self, level: int, file_levels: str | None) -> None:
         """``Sys.SetDebug``: the running log level (not saved)."""

@@ -1,10 +1,10 @@
 """The supervisor of ``tether run``: runs the device in a child process and starts it again.
 
-Theory of operation. The supervisor is a small loop that imports nothing but
-``os``, ``signal``, ``sys`` and ``time`` (it stays near the interpreter's own size
-and cannot be broken by an app; ``tether run`` replaces itself with
-``python -m tether.device.supervisor``). It starts the device process
-(``python -m tether.device``) with ``posix_spawn`` and waits for it:
+Theory of operation. The supervisor is a small loop that imports neither asyncio
+nor any app code (it stays near the interpreter's own size and cannot be broken
+by an app; ``tether run`` replaces itself with ``python -m tether.device.supervisor``).
+It starts the device process (``python -m tether.device``) with ``posix_spawn`` and
+waits for it:
 
 - exit status `EXIT_REBOOT` (``Sys.Reboot``, ``Config.Set`` with ``reboot``): start it
   again at once;
@@ -15,8 +15,15 @@ and cannot be broken by an app; ``tether run`` replaces itself with
 
 SIGTERM, SIGINT and SIGHUP make the supervisor forward SIGTERM to the device
 process, wait up to ``stop_timeout`` seconds for it, SIGKILL it if it is still
-there, and exit. Hooks let the OTA layer choose the app directory before each
-start and decide about a rollback after each crash.
+there, and exit.
+
+Over-the-air updates (`main` wires this to `tether.device.slots.Slots`): before
+each start the supervisor reads the boot state and runs the active slot's app.
+While that slot is uncommitted it checks every half second whether the update
+failed (its commit timeout passed); after each crash of an uncommitted slot it
+records the crash and, at ``max_crashes``, fails the update. A failed update is
+reverted to the previous slot, which starts at once. The supervisor itself never
+runs app code, so a broken update cannot take it down.
 """
 
 from __future__ import annotations
@@ -37,9 +44,14 @@ EXIT_REBOOT = 75
 EXIT_CONFIG = 78
 
 
-def device_command(app_dir: str, state_dir: str, overrides: Sequence[str] = ()) -> list[str]:
-    """The command line of a device process."""
+def device_command(
+    app_dir: str, state_dir: str, overrides: Sequence[str] = (), *, factory: str | None = None
+) -> list[str]:
+    """The command line of a device process (factory: the app ``tether run`` was given,
+    when app_dir is an installed OTA slot)."""
     command = [sys.executable, "-m", "tether.device", "--app", str(app_dir), "--state-dir", str(state_dir)]
+    if factory is not None:
+        command += ["--factory", factory]
     for assignment in overrides:
         command += ["--set", assignment]
     return command
@@ -59,9 +71,12 @@ class Supervisor:
 
     Args:
         command: returns the device process's command line; called before every start
-            (so an OTA switch takes effect at the next start).
+            (so an OTA switch takes effect at the next start). It may set `watch`.
         on_exit: called with the exit status of every device process that ended on its
-            own (not stopped by the supervisor) and how long it ran, in seconds.
+            own (not stopped by the supervisor) and how long it ran, in seconds;
+            returns True to start the next one at once (an update was rolled back).
+        watch: called about twice a second while a device process runs; a reason
+            (a string) stops that process and starts the next one at once.
         log: where the supervisor's own lines go.
         backoff_min, backoff_max: the delay after a crash, doubling.
         stable_after: seconds of running after which the backoff starts over.
@@ -72,7 +87,8 @@ class Supervisor:
         self,
         command: Callable[[], list[str]],
         *,
-        on_exit: Callable[[int, float], None] | None = None,
+        on_exit: Callable[[int, float], bool] | None = None,
+        watch: Callable[[], str | None] | None = None,
         log: TextIO | None = None,
         backoff_min: float = 1.0,
         backoff_max: float = 30.0,
@@ -81,6 +97,7 @@ class Supervisor:
     ) -> None:
         self.command = command
         self.on_exit = on_exit
+        self.watch = watch
         self.log = log if log is not None else sys.stderr
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -113,21 +130,27 @@ class Supervisor:
         """Supervise until asked to stop; returns the exit status of ``tether run``."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
         delay = self.backoff_min
         try:
             while not self._stopping:
                 started = time.monotonic()
                 self.starts += 1
                 command = self.command()
-                self.pid = os.posix_spawn(command[0], command, os.environ)
-                status = self._wait(self.pid)
-                self.pid = None
-                assert status is not None
+                # The child starts with no signal blocked, whatever this process blocks.
+                self.pid = os.posix_spawn(command[0], command, os.environ, setsigmask=())
+                reason = self._run_one(self.pid)
                 ran = time.monotonic() - started
                 if self._stopping:
                     break
-                if self.on_exit is not None:
-                    self.on_exit(status, ran)
+                if isinstance(reason, str):
+                    self._say(f"{reason}; starting again")
+                    delay = self.backoff_min
+                    continue
+                status = reason
+                if self.on_exit is not None and self.on_exit(status, ran):
+                    delay = self.backoff_min
+                    continue
                 if status == 0:
                     self._say("device process stopped")
                     return 0
@@ -143,6 +166,27 @@ class Supervisor:
         finally:
             self._terminate()
         return 0
+
+    def _run_one(self, pid: int) -> int | str:
+        """Wait for the device process: its exit status, or the reason `watch` gave to
+        stop it (it is then stopped)."""
+        if self.watch is None:
+            status = self._wait(pid)
+            self.pid = None
+            assert status is not None
+            return status
+        while True:
+            status = self._wait(pid, os.WNOHANG)
+            if status is not None:
+                self.pid = None
+                return status
+            if not self._stopping:
+                reason = self.watch()
+                if reason is not None:
+                    self._terminate()
+                    return reason
+            # Wakes at once when a child ends (SIGCHLD is blocked, so it stays pending).
+            signal.sigtimedwait([signal.SIGCHLD], 0.5)
 
     @staticmethod
     def _wait(pid: int, options: int = 0) -> int | None:
@@ -166,14 +210,69 @@ class Supervisor:
             time.sleep(0.05)
 
 
+def supervise(
+    app_dir: str, state_dir: str, overrides: Sequence[str] = (), *, log: TextIO | None = None
+) -> int:
+    """Run the device of app_dir (or of its active OTA slot) until asked to stop.
+
+    Returns:
+        The exit status of ``tether run``.
+    """
+    from tether.device.slots import Slots  # the standard library and tether's own small modules
+
+    slots = Slots(state_dir, app_dir)
+    supervisor = Supervisor(lambda: [], log=log)
+
+    def attempt(what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as exc:  # OSError, SlotError: keep running what is there
+            supervisor._say(f"cannot {what}: {exc}")
+            return None
+
+    def roll_back(reason: str) -> None:
+        slot = attempt("roll back", lambda: slots.revert(error=reason))
+        if slot is not None:
+            supervisor._say(f"update failed ({reason}); rolled back to slot {slot}")
+
+    def watch() -> str | None:
+        reason: str | None = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
+        if reason is not None:
+            roll_back(reason)
+        return reason
+
+    def command() -> list[str]:
+        state = attempt("read the boot state", slots.boot_state)
+        supervisor.watch = None if state is None or state.is_committed else watch
+        app = attempt("find the active slot", slots.app_dir) or app_dir
+        return device_command(str(app), state_dir, overrides, factory=app_dir)
+
+    def on_exit(status: int, ran: float) -> bool:
+        if status in (0, EXIT_REBOOT):
+            return False
+        state = attempt("read the boot state", slots.boot_state)
+        if state is None or state.is_committed:
+            return False
+        attempt("record the crash", lambda: slots.record_crash(f"device process {_describe(status)}"))
+        reason = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
+        if reason is None:
+            return False
+        roll_back(reason)
+        return True
+
+    attempt("clean up old slots", slots.collect)
+    supervisor.command = command
+    supervisor.on_exit = on_exit
+    return supervisor.run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tether.device.supervisor APP_DIR STATE_DIR [KEY=VALUE …]``: supervise a device."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
         print("usage: python -m tether.device.supervisor APP_DIR STATE_DIR [KEY=VALUE ...]", file=sys.stderr)
         return 2
-    app_dir, state_dir, overrides = args[0], args[1], args[2:]
-    return Supervisor(lambda: device_command(app_dir, state_dir, overrides)).run()
+    return supervise(args[0], args[1], args[2:])
 
 
 if __name__ == "__main__":
