@@ -96,10 +96,12 @@ def measure(command: list[str], port: int) -> dict[str, float]:
         time.sleep(1.0)
         pids = [process.pid, *children(process.pid)]
         rss = [vm_rss_kib(pid) / 1024 for pid in pids]
+        pss = [pss_kib(pid) / 1024 for pid in pids]
         return {
             "first_rpc_s": first,
             "rss_total_mib": sum(rss),
             "rss_device_mib": rss[-1],
+            "pss_total_mib": sum(pss),
             "processes": len(pids),
         }
     finally:

@@ -141,7 +141,7 @@ def test_a_failed_unpack_leaves_no_slot(
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("tether.device.slots.extract_bundle", full_disk)
+    monkeypatch.setattr("tether.device.bundle.extract_bundle", full_disk)
     with pytest.raises(OSError, match="No space left"):
         slots.install(bundle_of(tmp_path, "1.0"), public_key=None, commit_timeout=300)
     assert slots.boot_state() == BootState()

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tether.http.parser import Headers, HTTPError
-from tether.http.static import FileBody, StaticFiles, content_type_for, parse_range
+from tether.http.static import FileBody, StaticFiles, content_type_for, http_date, parse_range
 
 
 @pytest.fixture
@@ -179,3 +181,10 @@ def test_listing_and_types(root: Path) -> None:
     assert content_type_for("a.JS") == "text/javascript; charset=utf-8"
     assert content_type_for("a.unknownext") == "application/octet-stream"
     assert content_type_for("a.rst").startswith("text/")
+
+
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False))
+def test_http_date_is_the_imf_fixdate_email_utils_writes(timestamp: float) -> None:
+    import email.utils
+
+    assert http_date(timestamp) == email.utils.formatdate(timestamp, usegmt=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import sys
 import threading
 from collections.abc import Callable
@@ -274,6 +273,8 @@ class _Logging:
         Raises:
             OSError: if the file cannot be opened.
         """
+        import logging.handlers  # a device without a log file doesn't load it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         self.add(
             logging.handlers.RotatingFileHandler(

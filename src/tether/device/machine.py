@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import platform
 import shutil
 import socket
 import struct
@@ -76,7 +75,8 @@ def primary_mac() -> str:
 
 def arch() -> str:
     """``Sys.GetInfo.arch``: e.g. ``linux-x86_64``, ``linux-aarch64``."""
-    return f"{platform.system().lower()}-{platform.machine().lower() or 'unknown'}"
+    uname = os.uname()
+    return f"{uname.sysname.lower()}-{uname.machine.lower() or 'unknown'}"
 
 
 @dataclass(frozen=True)

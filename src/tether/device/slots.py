@@ -31,7 +31,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -40,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.device.bundle import MAX_FILES, MAX_UNPACKED_SIZE, extract_bundle, verify_bundle
 from tether.errors import TetherError
 from tether.files import fsync_directory, write_atomic
 
@@ -131,8 +129,9 @@ class Slots:
         state_dir: the device's state directory (``tether run --state-dir``).
         factory_dir: the factory app, slot 0: the app directory ``tether run`` was given.
         clock: Unix time in seconds, recorded as ``update_started``.
-        max_size: the largest unpacked bundle `install` accepts, in bytes.
-        max_files: the most members a bundle may have.
+        max_size: the largest unpacked bundle `install` accepts, in bytes; None for
+            `tether.device.bundle.MAX_UNPACKED_SIZE`.
+        max_files: the most members a bundle may have; None for `tether.device.bundle.MAX_FILES`.
     """
 
     def __init__(
@@ -141,8 +140,8 @@ class Slots:
         factory_dir: str | os.PathLike[str],
         *,
         clock: Callable[[], float] = time.time,
-        max_size: int = MAX_UNPACKED_SIZE,
-        max_files: int = MAX_FILES,
+        max_size: int | None = None,
+        max_files: int | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.factory_dir = Path(factory_dir)
@@ -270,13 +269,17 @@ class Slots:
                     f"update to slot {state.active_slot} is not committed yet: commit or revert it first"
                 )
             self._collect(state)
-            info = verify_bundle(
-                bundle, public_key=public_key, max_size=self.max_size, max_files=self.max_files
-            )
+            # Here, not at the top: the supervisor reads boot states and never pays for
+            # the bundle code (hashlib's OpenSSL alone is megabytes).
+            from tether.device.bundle import MAX_FILES, MAX_UNPACKED_SIZE, extract_bundle, verify_bundle
+
+            max_size = MAX_UNPACKED_SIZE if self.max_size is None else self.max_size
+            max_files = MAX_FILES if self.max_files is None else self.max_files
+            info = verify_bundle(bundle, public_key=public_key, max_size=max_size, max_files=max_files)
             number = max([state.active_slot, state.revert_slot, *self._numbered()]) + 1
             temporary = Path(tempfile.mkdtemp(prefix=".new-", dir=self.slots_dir))
             try:
-                extract_bundle(bundle, temporary, info, max_size=self.max_size, max_files=self.max_files)
+                extract_bundle(bundle, temporary, info, max_size=max_size, max_files=max_files)
                 os.rename(temporary, self.slots_dir / str(number))
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -396,7 +399,7 @@ class Slots:
             doomed = path
             if not path.name.startswith("."):
                 # Unnamed first, in one step: a half-deleted slot is never taken for one.
-                doomed = self.slots_dir / f".old-{path.name}-{secrets.token_hex(4)}"
+                doomed = self.slots_dir / f".old-{path.name}-{os.urandom(4).hex()}"
                 os.rename(path, doomed)
                 fsync_directory(self.slots_dir)
             if doomed.is_dir() and not doomed.is_symlink():

@@ -17,7 +17,7 @@ SIGTERM, SIGINT and SIGHUP make the supervisor forward SIGTERM to the device
 process, wait up to ``stop_timeout`` seconds for it, SIGKILL it if it is still
 there, and exit.
 
-Over-the-air updates (`main` wires this to `tether.device.slots.Slots`): before
+Over-the-air updates (`supervise` wires this to `tether.device.slots.Slots`): before
 each start the supervisor reads the boot state and runs the active slot's app.
 While that slot is uncommitted it checks every half second whether the update
 failed (its commit timeout passed); after each crash of an uncommitted slot it
@@ -28,13 +28,17 @@ runs app code, so a broken update cannot take it down.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing's: the supervisor stays small and never loads typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TextIO
+
+    from tether.device.slots import Slots
 
 __all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Supervisor", "device_command"]
 
@@ -55,6 +59,15 @@ def device_command(
     for assignment in overrides:
         command += ["--set", assignment]
     return command
+
+
+def _kill(pid: int, sig: int) -> bool:
+    """Send sig to pid; False if it is gone."""
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        return False
+    return True
 
 
 def _describe(status: int) -> str:
@@ -114,8 +127,7 @@ class Supervisor:
         """Ask the loop to end (a signal handler): SIGTERM to the device process."""
         self._stopping = True
         if self.pid is not None:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGTERM)
+            _kill(self.pid, signal.SIGTERM)
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when asked to stop."""
@@ -198,13 +210,12 @@ class Supervisor:
         pid, self.pid = self.pid, None
         if pid is None:
             return
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+        _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         while self._wait(pid, os.WNOHANG) is None:
             if time.monotonic() > deadline:
                 self._say(f"device process did not stop in {self.stop_timeout:.0f} s; killing it")
-                os.kill(pid, signal.SIGKILL)
+                _kill(pid, signal.SIGKILL)
                 self._wait(pid)
                 return
             time.sleep(0.05)
@@ -218,10 +229,19 @@ def supervise(
     Returns:
         The exit status of ``tether run``.
     """
-    from tether.device.slots import Slots  # the standard library and tether's own small modules
-
-    slots = Slots(state_dir, app_dir)
     supervisor = Supervisor(lambda: [], log=log)
+    boot_file = os.path.join(state_dir, "ota", "boot.json")
+    loaded: list[Slots] = []
+
+    def ota() -> Slots | None:
+        """The OTA slots once an update was ever installed (``ota/boot.json`` exists); until
+        then the factory app runs committed and the slot code is not even loaded."""
+        if not loaded and os.path.exists(boot_file):
+            from tether.device.slots import Slots
+
+            loaded.append(Slots(state_dir, app_dir))
+            attempt("clean up old slots", loaded[0].collect)
+        return loaded[0] if loaded else None
 
     def attempt(what: str, action: Callable[[], Any]) -> Any:
         try:
@@ -230,25 +250,33 @@ def supervise(
             supervisor._say(f"cannot {what}: {exc}")
             return None
 
-    def roll_back(reason: str) -> None:
+    def roll_back(slots: Slots, reason: str) -> None:
         slot = attempt("roll back", lambda: slots.revert(error=reason))
         if slot is not None:
             supervisor._say(f"update failed ({reason}); rolled back to slot {slot}")
 
     def watch() -> str | None:
+        slots = ota()
+        if slots is None:
+            return None
         reason: str | None = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
         if reason is not None:
-            roll_back(reason)
+            roll_back(slots, reason)
         return reason
 
     def command() -> list[str]:
+        slots = ota()
+        if slots is None:
+            supervisor.watch = None
+            return device_command(app_dir, state_dir, overrides, factory=app_dir)
         state = attempt("read the boot state", slots.boot_state)
         supervisor.watch = None if state is None or state.is_committed else watch
         app = attempt("find the active slot", slots.app_dir) or app_dir
         return device_command(str(app), state_dir, overrides, factory=app_dir)
 
     def on_exit(status: int, ran: float) -> bool:
-        if status in (0, EXIT_REBOOT):
+        slots = ota()
+        if slots is None or status in (0, EXIT_REBOOT):
             return False
         state = attempt("read the boot state", slots.boot_state)
         if state is None or state.is_committed:
@@ -257,10 +285,9 @@ def supervise(
         reason = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
         if reason is None:
             return False
-        roll_back(reason)
+        roll_back(slots, reason)
         return True
 
-    attempt("clean up old slots", slots.collect)
     supervisor.command = command
     supervisor.on_exit = on_exit
     return supervisor.run()

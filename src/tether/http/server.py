@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import email.utils
 import inspect
 import logging
 import os
@@ -40,7 +39,7 @@ from tether.http.protocol import (
     ServerConnection,
     State,
 )
-from tether.http.static import SMALL_FILE, FileBody
+from tether.http.static import SMALL_FILE, FileBody, http_date
 from tether.ws.handshake import Headers as WsHeaders
 from tether.ws.handshake import Request as WsRequest
 
@@ -825,7 +824,7 @@ class Server:
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date = b"Server: tether\r\nDate: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode()
+            self._date = b"Server: tether\r\nDate: %s\r\n" % http_date(now).encode()
         return self._date
 
     def _protocol(self) -> _HttpConnection:

@@ -14,7 +14,6 @@ itself is still served.
 
 from __future__ import annotations
 
-import html
 import inspect
 import logging
 import os
@@ -38,6 +37,8 @@ SsiHandler = Callable[[Any], "str | Awaitable[str]"]
 
 
 def _comment(text: str) -> bytes:
+    import html  # only for error comments
+
     return f"<!-- ssi: {html.escape(text).replace('--', '- -')} -->".encode()
 
 
