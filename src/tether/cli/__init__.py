@@ -18,12 +18,42 @@ def _version() -> str:
     return f"tether {__version__}, {path}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser of ``tether`` and its subcommands."""
-    from tether.cli import device, http, mqtt, ota, rpc, run, ws
+class _VersionAction(argparse.Action):
+    """``--version``, with the version line (which imports the speedups) made only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(_version())
+        parser.exit()
+
+
+#: Commands whose parser is built alone: ``tether run`` starts a device, and should not
+#: first import every other command's modules (asyncio, ssl…) only to replace itself.
+_LEAN_COMMANDS = frozenset({"init", "run"})
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv (skipping global options and their values)."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--port":
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser of ``tether`` and its subcommands (only ``command``'s
+    when it is one of the lean ones)."""
+    from tether.cli import run
 
     parser = argparse.ArgumentParser(prog="tether", description="tether: a framework for connected devices")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "--port",
         dest="global_port",
@@ -32,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    if command in _LEAN_COMMANDS:
+        run.add_parser(commands)
+        return parser
+    from tether.cli import device, http, mqtt, ota, rpc, ws
+
     ws.add_parser(commands)
     http.add_parser(commands)
     mqtt.add_parser(commands)
@@ -44,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tether`` with argv; return the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     try:
         status: int = args.run(args)
