@@ -248,3 +248,42 @@ def test_template_app_loads(tmp_path: Path) -> None:
         create_app("../evil", tmp_path)
     compile((app / "main.py").read_text(), "main.py", "exec")
     assert textwrap.dedent((app / "fs" / "index.html").read_text()).count("demo") >= 1
+
+
+async def test_acl_and_auth_file_from_the_configuration(tmp_path: Path) -> None:
+    """rpc.acl and rpc.auth_file (an htdigest file on the device FS) protect every channel;
+    Config.Get shows secrets to the authenticated user only."""
+    import hashlib
+
+    from tether.errors import RpcError
+
+    app = write_app(tmp_path / "app")
+    ha1 = hashlib.md5(b"admin:RPC:secret").hexdigest()
+    (app / "fs" / "rpc_auth.txt").write_text(
+        f"admin:RPC:{ha1}\nbob:RPC:{hashlib.md5(b'bob:RPC:pw').hexdigest()}\n"
+    )
+    acl = '[{"method":"Config.*","acl":"admin"},{"method":"*","acl":"*"}]'
+    runtime = Runtime(
+        app,
+        tmp_path / "state",
+        ["http.listen_addr=127.0.0.1:0", f"rpc.acl={acl}", "rpc.auth_file=rpc_auth.txt", "app.token=t0k"],
+        log_stream=io.StringIO(),
+    )
+    await runtime.start()
+    try:
+        async with connect(url(runtime)) as anonymous:
+            assert (await anonymous.call("Sys.GetInfo"))["app"] == "probe"
+            with pytest.raises(RpcError) as info:
+                await anonymous.call("Config.Get")
+            assert info.value.code == 401 and json.loads(info.value.message)["realm"] == "RPC"
+        async with connect(url(runtime), credentials=("bob", "pw")) as bob:
+            with pytest.raises(RpcError) as info:
+                await bob.call("Config.Get")
+            assert info.value.code == 403
+        async with connect(url(runtime), credentials=("admin", "secret")) as admin:
+            assert await admin.call("Config.Get", {"key": "app.token"}) == "t0k"
+        http_url = url(runtime).replace("ws://", "http://")
+        async with connect(http_url, credentials=("admin", "secret")) as admin:
+            assert await admin.call("Config.Get", {"key": "app.greeting"}) == "hello"
+    finally:
+        await runtime.close()
