@@ -23,10 +23,10 @@ LAYERS: list[tuple[str, ...]] = [
     # server upgrades to it, so WebSocket sits below them
     ("tether.ws",),
     ("tether.mqtt", "tether.http"),
-    # RPC over the protocols; configuration (stdlib, YAML)
-    ("tether.rpc", "tether.config"),
-    # device runtime; dashboard assets
-    ("tether.device", "tether.web"),
+    # RPC over the protocols; configuration (stdlib); dashboard assets (served by tether.http)
+    ("tether.rpc", "tether.config", "tether.web"),
+    # device runtime
+    ("tether.device",),
     # hub, command line, test kit
     ("tether.hub", "tether.cli", "tether.testing"),
     # python -m tether

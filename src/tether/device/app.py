@@ -69,6 +69,7 @@ class Device:
         timers: Timers,
         reboot: Callable[[float], None],
         commit: Callable[[], bool],
+        metric: Callable[[str, float], None],
     ) -> None:
         self.manifest = manifest
         self.config = config
@@ -83,6 +84,7 @@ class Device:
         self._timers = timers
         self._reboot = reboot
         self._commit = commit
+        self._metric = metric
 
     @property
     def id(self) -> str:
@@ -140,6 +142,16 @@ class Device:
         if self.dial_out is None:
             raise InvalidState("rpc.ws is not enabled or has no server_address")
         return await self.dial_out.call(method, args, timeout=timeout)
+
+    def metric(self, name: str, value: float) -> None:
+        """Publish an app metric: value goes out with every ``Metrics.Event`` from now on, and
+        the dashboard charts it beside CPU and memory. Call it again whenever it changes.
+
+        Raises:
+            ValueError: for a name that is empty, ``ts`` or over 64 characters, a value that
+                is not a finite number, or a metric more than the 32 an app may publish.
+        """
+        self._metric(name, value)
 
     def commit(self) -> bool:
         """Commit the OTA update this app came with, once it is healthy (e.g. its backend

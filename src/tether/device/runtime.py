@@ -12,7 +12,9 @@ device, in its order:
 4. the device file system (the app's ``fs/`` files copied in when new or changed);
 5. the dispatcher, with ``rpc.acl`` / ``rpc.auth_file``, and the built-in services
    the manifest enables;
-6. the app's ``init(device)``;
+6. the app's ``init(device)``, then the dashboard (`tether.web`) at ``/`` unless the app
+   routed ``/`` itself or set a web root, or ``http.document_root`` names a folder of the
+   device file system to serve instead;
 7. the channels: the HTTP server with ``/rpc`` (``http.listen_addr``), MQTT when
    ``mqtt.enable``, the dial-out WebSocket when ``rpc.ws.enable`` and
    ``rpc.ws.server_address``, serial when ``rpc.uart.enable``;
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import tether
+from tether import web
 from tether.config import Config, Schema
 from tether.config.schema import convert_text
 from tether.device import machine
@@ -45,11 +48,13 @@ from tether.device.events import EventBus, Timers
 from tether.device.logs import ConsoleHub, MqttLogForwarder, configure
 from tether.device.manifest import Manifest
 from tether.device.manifest import load as load_manifest
+from tether.device.services import metrics as metrics_service
 from tether.device.slots import Slots
 from tether.device.supervisor import EXIT_CONFIG, EXIT_REBOOT
 from tether.errors import ConfigError
 from tether.files import copy_atomic, write_atomic
 from tether.http import App
+from tether.http.static import StaticFiles
 from tether.rpc import Acl, DigestAuth, Dispatcher, Server
 
 __all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Runtime"]
@@ -162,6 +167,8 @@ class Runtime:
         self._net: machine.DefaultRoute | None = None
         self._clouds: set[str] = set()
         self.slots: Slots | None = None
+        self.metrics: metrics_service.MetricsHub | None = None
+        self._sampler = metrics_service.SystemSampler()
 
     def device_path(self, value: str) -> Path:
         """A file named in the configuration (``ca.pem``, ``rpc_auth.txt``): relative to the
@@ -216,6 +223,7 @@ class Runtime:
 
         self.dispatcher = dispatcher = self._dispatcher()
         self.console.register(dispatcher)
+        self.metrics = metrics = metrics_service.register(dispatcher, sample=self._sample)
         self._register_services()
         http_app = App()
         self.device = device = Device(
@@ -229,10 +237,12 @@ class Runtime:
             timers=self.timers,
             reboot=self.reboot,
             commit=self.commit,
+            metric=metrics.set,
         )
         mqtt = self._mqtt_client()
         device.mqtt = mqtt
         await self._init_app(device)
+        self._serve_pages(http_app)
 
         http_on = config["http.enable"] and config["rpc.enable"] and config["rpc.http_enable"]
         self.server = server = Server(
@@ -298,7 +308,7 @@ class Runtime:
         if acl_text:
             if acl_text.startswith("@"):
                 try:
-                    acl_text = Path(acl_text[1:]).read_text()
+                    acl_text = self.device_path(acl_text[1:]).read_text()
                 except OSError as exc:
                     raise ConfigError("rpc.acl_file", f"cannot read the ACL file: {exc}") from exc
             try:
@@ -352,6 +362,32 @@ class Runtime:
                 reboot=self.reboot,
                 max_size=max(1, self.config["update.max_size"]),
             )
+
+    def _serve_pages(self, app: App) -> None:
+        """``/``: the folder ``http.document_root`` of the device file system, else the dashboard."""
+        root = self.config["http.document_root"]
+        if root:
+            # Rooted in the device file system whatever the value ("/" is its root, as on
+            # a Mongoose OS device), never above it.
+            folder = (self.fs_root / root.lstrip("/")).resolve()
+            if not folder.is_relative_to(self.fs_root.resolve()):
+                raise ConfigError("http.document_root", f"http.document_root {root!r} leaves the file system")
+            try:
+                app.static = StaticFiles(folder)
+            except ValueError as exc:
+                logger.error("http.document_root not served: %s", exc)
+            return
+        if app.static is not None:
+            return  # the app set a web root of its own
+        try:
+            web.mount(app)
+        except ValueError as exc:
+            logger.info("the dashboard is not served: %s", exc)
+
+    def _sample(self) -> dict[str, float]:
+        """``Metrics.Event``'s built-in values: the machine's and the process's, then the links
+        (``net``: 1 with a default route; ``cloud``: how many cloud links are up)."""
+        return {**self._sampler(), "net": float(self._net is not None), "cloud": float(len(self._clouds))}
 
     def _mqtt_client(self) -> Any:
         config = self.config
@@ -565,6 +601,8 @@ class Runtime:
     async def close(self) -> None:
         """Stop the channels, timers and tasks; flush the log."""
         self.cancel_reboot()
+        if self.metrics is not None:
+            self.metrics.close()
         await self.timers.aclose()
         for task in list(self._tasks):
             task.cancel()

@@ -670,6 +670,10 @@ class App:
 
     # -------------------------------------------------------------- dispatch
 
+    def has_route(self, method: str, path: str) -> bool:
+        """Whether a request for method and path would reach a route (not the static files)."""
+        return self._match(method, path)[0] is not None
+
     def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str], list[str]]:
         """The route for method and path, its parameters, and (without a route) the allowed methods."""
         table = self._exact.get(path)

@@ -1,5 +1,9 @@
 """The ``Config.*`` RPC service: ``Config.Get``, ``Config.Set``, ``Config.Save`` (spec mgos-rpc.md §5.3).
 
+Plus tether's ``Config.Schema``: the schema's entries, what a settings form is made
+from (``[path, type, params]`` in schema order, ``"secret": true`` in the params of
+secrets; types and titles only, never values).
+
 Replies follow mgos: the configuration as compact JSON in schema order with
 floats written with six decimals, unset strings ``""``; ``Config.Set`` and
 ``Config.Save`` always answer ``{"saved": bool}`` (mos needs a ``result``, §12).
@@ -64,7 +68,7 @@ def register(
     reboot: Callable[[float], None],
     changed: Callable[[list[str]], None],
 ) -> None:
-    """Register ``Config.Get``, ``Config.Set`` and ``Config.Save`` on dispatcher.
+    """Register ``Config.Get``, ``Config.Set``, ``Config.Save`` and ``Config.Schema`` on dispatcher.
 
     Args:
         dispatcher: where the methods go.
@@ -112,6 +116,20 @@ def register(
             reboot(REBOOT_DELAY)
         return {"saved": True}
 
+    def schema(call: Call) -> list[list[Any]]:
+        entries = config.schema.entries()
+        for entry in entries:
+            if entry[1] != "o" and config.schema.is_secret(entry[0]):
+                entry[2]["secret"] = True
+        return entries
+
+    # Registered first, so that RPC.List (latest first) still starts with Save, Set, Get.
+    dispatcher.add_handler(
+        "Config.Schema",
+        schema,
+        args={"type": "object", "properties": {}},
+        description="The schema as [path, type, params] entries, secrets marked, for a settings form.",
+    )
     dispatcher.add_handler(
         "Config.Get",
         get,
