@@ -19,6 +19,7 @@ from tests.integration.mosquitto import Broker
 
 import tether.rpc as rpc
 import tether.ws as ws
+from tether.device.machine import default_route
 from tether.device.runtime import Runtime
 from tether.mqtt import Client
 
@@ -114,5 +115,7 @@ async def test_mqtt_and_dial_out_from_configuration(mosquitto: Broker, tmp_path:
                     await asyncio.sleep(0.05)
                 assert clouds == {"mqtt", "rpc.ws"}
                 assert ("init.done", None) in events
+                if default_route() is not None:
+                    assert any(name == "net.connected" for name, _ in events)  # the default route
         finally:
             await runtime.close()
