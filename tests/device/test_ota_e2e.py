@@ -48,7 +48,7 @@ def version(app: Path, tmp_path: Path, number: str, *, crash: bool = False, key:
     return bundle
 
 
-def ota(device: Device, bundle: Path, *extra: str) -> None:
+def ota(device: Device, bundle: Path | str, *extra: str) -> None:
     result = tether("--port", device.url, "ota", str(bundle), *extra, timeout=TIMEOUT * 2)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{device.log()}"
 
@@ -226,3 +226,39 @@ def test_power_cut_at_every_step_comes_up_on_a_working_version(app: Path, tmp_pa
         device.stop()
         print(json.dumps(outcomes, indent=1))
     assert len(outcomes) == 5, outcomes
+
+
+def test_update_from_a_url(app: Path, tmp_path: Path) -> None:
+    """`tether ota URL`: the device downloads the bundle itself (OTA.Update) from an HTTP server."""
+    import asyncio
+    import threading
+
+    from tether.http import App, serve
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(version(app, tmp_path, "2.0"), site / "app-2.0.zip")
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    ports: list[int] = []
+
+    async def serve_site() -> None:
+        stop.append(asyncio.Event())
+        async with serve(App(site), "127.0.0.1", 0) as server:
+            ports.append(server.port)
+            ready.set()
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve_site(),), daemon=True)
+    thread.start()
+    assert ready.wait(TIMEOUT)
+    try:
+        with Device(app, tmp_path / "state") as device:
+            ota(device, f"http://127.0.0.1:{ports[0]}/app-2.0.zip", "--commit")
+            device.wait_version("2.0")
+            assert boot_state(device)["is_committed"] is True
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(TIMEOUT)
+        loop.close()

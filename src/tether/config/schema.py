@@ -571,6 +571,7 @@ STANDARD_ENTRIES: Sequence[list[Any]] = (
         _title("Public key that signs updates (base64 Ed25519); empty: unsigned accepted"),
     ],
     ["update.max_size", "i", 64 * 1024 * 1024, _title("Largest update bundle, bytes")],
+    ["update.ssl_ca_file", "s", "", _title("CA bundle (PEM) for OTA.Update over https; empty: certifi's")],
     ["dash", "o", _title("Dashboard backend")],
     ["dash.enable", "b", False, _title("Enable")],
     ["dash.token", "s", {**_title("Access token"), **_SECRET}],

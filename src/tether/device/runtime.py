@@ -361,6 +361,7 @@ class Runtime:
                 public_key=lambda: self.config["update.key"] or None,
                 reboot=self.reboot,
                 max_size=max(1, self.config["update.max_size"]),
+                ca_file=self.device_path(ca) if (ca := self.config["update.ssl_ca_file"]) else None,
             )
 
     def _serve_pages(self, app: App) -> None:
