@@ -135,3 +135,25 @@ def test_corrupt_conf9_keeps_the_device_up_on_defaults(app: Path, tmp_path: Path
     kept = [p.name for p in state.iterdir() if p.name.startswith("conf9.json.")]
     assert kept, list(state.iterdir())
     assert (state / kept[0]).read_text() == '{"debug": {"level": 3'
+
+
+def test_a_setting_that_keeps_the_device_from_starting_is_moved_aside(app: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with Device(app, state) as device:
+        assert (
+            tether("--port", device.url, "config-set", "app.interval_ms=300", "--no-reboot").returncode == 0
+        )
+        restarts = device.log().count("tether run: rebooting")
+        # A path out of the device file system: the next start fails on it...
+        result = tether("--port", device.url, "config-set", "debug.log_file=../../outside.log")
+        assert result.returncode == 0, result.stderr
+        device.wait_restarted(restarts)
+        # ...so conf9.json (which holds it) is moved aside and the device starts without it.
+        log = device.log()
+        assert "[debug.log_file]" in log and "conf9.json moved to conf9.json.corrupt" in log
+        assert config_get(device, "debug.log_file") == ""
+        assert config_get(device, "app.interval_ms") == "1000"
+        assert (
+            json.loads((state / "conf9.json.corrupt").read_text())["debug"]["log_file"] == "../../outside.log"
+        )
+    assert not (tmp_path / "outside.log").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -211,7 +212,15 @@ async def _test_config_set_with_reboot_restarts(runtime: Runtime) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [(["nope.key=1"], "nope.key"), (["debug.level=loud"], "debug.level"), (["debug.level"], "debug.level")],
+    [
+        (["nope.key=1"], "nope.key"),
+        (["debug.level=loud"], "debug.level"),
+        (["debug.level"], "debug.level"),
+        (["debug.log_file=../../outside.log"], "debug.log_file"),
+        (["rpc.auth_file=/../../etc/passwd"], "rpc.auth_file"),
+        (["http.listen_addr=nowhere"], "http.listen_addr"),
+        (["mqtt.enable=true"], "mqtt.server"),
+    ],
 )
 async def test_bad_overrides_name_the_key(tmp_path: Path, overrides: list[str], key: str) -> None:
     runtime = Runtime(write_app(tmp_path / "app"), tmp_path / "state", overrides, log_stream=io.StringIO())
@@ -265,7 +274,7 @@ async def test_acl_and_auth_file_from_the_configuration(tmp_path: Path) -> None:
     (app / "fs" / "rpc_auth.txt").write_text(
         f"admin:RPC:{ha1}\nbob:RPC:{hashlib.md5(b'bob:RPC:pw').hexdigest()}\n"
     )
-    acl = '[{"method":"Config.*","acl":"admin"},{"method":"*","acl":"*"}]'
+    acl = '[{"method":"Config.*","acl":"admin"},{"method":"FS.Put","acl":"admin"},{"method":"*","acl":"*"}]'
     runtime = Runtime(
         app,
         tmp_path / "state",
@@ -288,5 +297,61 @@ async def test_acl_and_auth_file_from_the_configuration(tmp_path: Path) -> None:
         http_url = url(runtime).replace("ws://", "http://")
         async with connect(http_url, credentials=("admin", "secret")) as admin:
             assert await admin.call("Config.Get", {"key": "app.greeting"}) == "hello"
+            # FS.Put needs admin (the ACL): admin may replace the credentials file...
+            data = base64.b64encode((app / "fs" / "rpc_auth.txt").read_bytes()).decode()
+            assert await admin.call("FS.Put", {"filename": "rpc_auth.txt", "data": data}) is None
+        async with connect(url(runtime)) as anonymous:
+            # ...but no one unauthenticated reads or sees it, though FS.Get and FS.List are open.
+            with pytest.raises(RpcError) as info:
+                await anonymous.call("FS.Get", {"filename": "/rpc_auth.txt"})
+            assert info.value.code == 403
+            assert "rpc_auth.txt" not in await anonymous.call("FS.List")
+            assert "index.html" in await anonymous.call("FS.List")
+    finally:
+        await runtime.close()
+
+
+async def test_a_broker_that_is_down_delays_mqtt_and_nothing_else(tmp_path: Path) -> None:
+    from tests.integration.mosquitto import free_ports
+
+    port = free_ports(1)[0]  # nobody listens there
+    stream = io.StringIO()
+    runtime = Runtime(
+        write_app(tmp_path / "app"),
+        tmp_path / "state",
+        ["http.listen_addr=127.0.0.1:0", "mqtt.enable=true", f"mqtt.server=127.0.0.1:{port}"],
+        log_stream=stream,
+    )
+    await runtime.start()
+    try:
+        async with connect(url(runtime)) as client:
+            assert (await client.call("Sys.GetInfo"))["app"] == "probe"
+        for _ in range(200):
+            if "mqtt: cannot connect" in stream.getvalue():
+                break
+            await asyncio.sleep(0.01)
+        assert "mqtt: cannot connect" in stream.getvalue()
+        assert runtime.device is not None and runtime.device.mqtt is None
+    finally:
+        await runtime.close()
+
+
+async def test_document_root_hides_credentials(tmp_path: Path) -> None:
+    import httpx
+
+    app = write_app(tmp_path / "app")
+    (app / "fs" / "rpc_auth.txt").write_text("admin:RPC:0123\n")
+    runtime = Runtime(
+        app,
+        tmp_path / "state",
+        ["http.listen_addr=127.0.0.1:0", "http.document_root=/", "rpc.auth_file=rpc_auth.txt"],
+        log_stream=io.StringIO(),
+    )
+    await runtime.start()
+    try:
+        base = url(runtime).replace("ws://", "http://").removesuffix("/rpc")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/index.html")).text == "<p>probe</p>"
+            assert (await http.get(f"{base}/rpc_auth.txt")).status_code == 404
     finally:
         await runtime.close()

@@ -13,7 +13,8 @@ import logging
 import signal
 import sys
 
-from tether.device.runtime import EXIT_CONFIG, Runtime
+from tether.config.store import move_aside
+from tether.device.runtime import EXIT_CONFIG, EXIT_REBOOT, Runtime
 from tether.errors import ConfigError
 
 logger = logging.getLogger("tether.device")
@@ -30,7 +31,7 @@ async def _main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tether: cannot start: {exc}", file=sys.stderr, flush=True)
         await runtime.close()
-        return EXIT_CONFIG
+        return _recover(runtime, exc)
     except OSError as exc:
         print(f"tether: cannot start: {exc}", file=sys.stderr, flush=True)
         await runtime.close()
@@ -39,6 +40,32 @@ async def _main(args: argparse.Namespace) -> int:
         return await runtime.wait()
     finally:
         await runtime.close()
+
+
+def _recover(runtime: Runtime, error: ConfigError) -> int:
+    """After a start failed on a configuration value: when the user level (``conf9.json``,
+    changed over RPC) holds that key, move the file aside and start again on the levels
+    below, so that one bad ``Config.Set`` cannot keep a device down; else give up with
+    `EXIT_CONFIG` (the supervisor retries with its backoff)."""
+    config = getattr(runtime, "config", None)
+    if config is None or not error.path:
+        return EXIT_CONFIG
+    prefix = error.path + "."
+    if not any(key == error.path or key.startswith(prefix) for key in config.layer(9)):
+        return EXIT_CONFIG
+    conf9 = runtime.state_dir / "conf9.json"
+    try:
+        aside = move_aside(conf9)
+    except OSError as exc:
+        print(f"tether: cannot move {conf9} aside: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    print(
+        f"tether: {conf9.name} moved to {aside.name}: its {error.path} kept the device from starting; "
+        "starting again without it",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_REBOOT
 
 
 def main(argv: list[str] | None = None) -> int:

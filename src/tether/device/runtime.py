@@ -65,6 +65,15 @@ logger = logging.getLogger("tether.device")
 #: ``conf9.json``; held in memory only, so a saved ``conf9.json`` holds what differs from them.
 COMMAND_LINE_LEVEL = 8
 
+#: Configuration keys naming files that hold credentials (see `Runtime.protected_paths`).
+_PROTECTED_KEYS = (
+    "rpc.auth_file",
+    "rpc.acl_file",
+    "http.ssl_key",
+    "mqtt.ssl_key",
+    "rpc.ws.ssl_client_key_file",
+)
+
 #: How often the network watcher reads the default route, in seconds.
 NET_POLL = 2.0
 
@@ -163,6 +172,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._logging: Any = None
         self._mqtt: Any = None
+        self._mqtt_channel: Any = None
         self._ram_min_free: int | None = None
         self._net: machine.DefaultRoute | None = None
         self._clouds: set[str] = set()
@@ -170,10 +180,37 @@ class Runtime:
         self.metrics: metrics_service.MetricsHub | None = None
         self._sampler = metrics_service.SystemSampler()
 
-    def device_path(self, value: str) -> Path:
-        """A file named in the configuration (``ca.pem``, ``rpc_auth.txt``): relative to the
-        device file system, as on a Mongoose OS device."""
-        return self.fs_root / value
+    def device_path(self, value: str, key: str) -> Path:
+        """A file named by configuration key (``ca.pem``, ``rpc_auth.txt``): in the device file
+        system, as on a Mongoose OS device ("/x" is its root's x).
+
+        Raises:
+            ConfigError: naming key, if the path leads out of the device file system.
+        """
+        path = (self.fs_root / value.lstrip("/")).resolve()
+        if not path.is_relative_to(self.fs_root.resolve()):
+            raise ConfigError(key, f"[{key}] {value!r} is outside the device file system")
+        return path
+
+    def _file(self, key: str) -> Path | None:
+        """`device_path` of the file configuration key names, None when it is unset."""
+        value = self.config[key]
+        return self.device_path(value, key) if value else None
+
+    def protected_paths(self) -> set[Path]:
+        """Files of the device file system that hold credentials (the htdigest and ACL files,
+        TLS keys): `FS.*` hands them only to authenticated callers, HTTP never serves them."""
+        paths = set()
+        for key in _PROTECTED_KEYS:
+            value = self.config[key]
+            if value:
+                with contextlib.suppress(ConfigError):
+                    paths.add(self.device_path(value, key))
+        acl = self.config["rpc.acl"]
+        if acl.startswith("@"):
+            with contextlib.suppress(ConfigError):
+                paths.add(self.device_path(acl[1:], "rpc.acl"))
+        return paths
 
     # ------------------------------------------------------------------ boot
 
@@ -208,7 +245,7 @@ class Runtime:
         self._logging.set_level(config["debug.level"], config["debug.file_level"])
         if config["debug.log_file"]:
             self._logging.add_file(
-                self.device_path(config["debug.log_file"]),
+                self.device_path(config["debug.log_file"], "debug.log_file"),
                 max_bytes=config["debug.log_file_size"],
                 backups=config["debug.log_file_count"],
             )
@@ -239,31 +276,29 @@ class Runtime:
             commit=self.commit,
             metric=metrics.set,
         )
-        mqtt = self._mqtt_client()
-        device.mqtt = mqtt
         await self._init_app(device)
         self._serve_pages(http_app)
 
         http_on = config["http.enable"] and config["rpc.enable"] and config["rpc.http_enable"]
-        self.server = server = Server(
-            dispatcher,
-            device_id=device_id,
-            http=config["http.listen_addr"] if http_on else None,
-            app=http_app if http_on else None,
-            mqtt=mqtt if mqtt is not None and config["rpc.mqtt.enable"] else None,
-            dial_out=self._dial_out_url(),
-            dial_out_ssl=self._dial_out_ssl(),
-            reconnect_min=config["rpc.ws.reconnect_interval_min"],
-            reconnect_max=config["rpc.ws.reconnect_interval_max"],
-            serial=config["rpc.uart.device"] if config["rpc.uart.enable"] else None,
-        )
-        if mqtt is not None:
-            await mqtt.__aenter__()
-            self._mqtt = mqtt
-            topic = config["debug.stdout_topic"]
-            if topic:
-                self._logging.add(MqttLogForwarder(mqtt.publish, topic, device_id))
+        try:
+            self.server = server = Server(
+                dispatcher,
+                device_id=device_id,
+                http=config["http.listen_addr"] if http_on else None,
+                app=http_app if http_on else None,
+                ssl=self._http_ssl() if http_on else None,
+                dial_out=self._dial_out_url(),
+                dial_out_ssl=self._dial_out_ssl(),
+                reconnect_min=config["rpc.ws.reconnect_interval_min"],
+                reconnect_max=config["rpc.ws.reconnect_interval_max"],
+                serial=config["rpc.uart.device"] if config["rpc.uart.enable"] else None,
+            )
+        except ValueError as exc:  # a listen address or a URL that does not parse
+            key = "http.listen_addr" if "listen" in str(exc) else "rpc.ws.server_address"
+            raise ConfigError(key, f"[{key}] {exc}") from exc
         await server.start()
+        if config["mqtt.enable"]:
+            self._spawn(self._run_mqtt(self._mqtt_client()))  # the client checks the settings now
         device.dial_out = server.dial_out
         if server.http_server is not None and dispatcher.acl is None and not _loopback(server):
             logger.warning(
@@ -303,12 +338,12 @@ class Runtime:
         if config["rpc.acl_file"]:
             if acl_text:
                 raise ConfigError("rpc.acl_file", "rpc.acl and rpc.acl_file are both set")
-            acl_text = "@" + str(self.device_path(config["rpc.acl_file"]))
+            acl_text = "@" + str(self.device_path(config["rpc.acl_file"], "rpc.acl_file"))
         acl = None
         if acl_text:
             if acl_text.startswith("@"):
                 try:
-                    acl_text = self.device_path(acl_text[1:]).read_text()
+                    acl_text = self.device_path(acl_text[1:], "rpc.acl").read_text()
                 except OSError as exc:
                     raise ConfigError("rpc.acl_file", f"cannot read the ACL file: {exc}") from exc
             try:
@@ -317,7 +352,7 @@ class Runtime:
                 raise ConfigError("rpc.acl", f"rpc.acl is not valid: {exc}") from exc
         auth = None
         if config["rpc.auth_file"]:
-            auth_path = self.device_path(config["rpc.auth_file"])
+            auth_path = self.device_path(config["rpc.auth_file"], "rpc.auth_file")
             auth = DigestAuth(
                 str(auth_path),
                 config["rpc.auth_domain"] or "RPC",
@@ -350,7 +385,7 @@ class Runtime:
                 self.dispatcher, self.config, reboot=self.reboot, changed=self.config_changed
             )
         if "fs" in services:
-            fs_service.register(self.dispatcher, self.fs_root)
+            fs_service.register(self.dispatcher, self.fs_root, protected=self.protected_paths)
         if "ota" in services:
             from tether.device.services import ota as ota_service
 
@@ -361,7 +396,7 @@ class Runtime:
                 public_key=lambda: self.config["update.key"] or None,
                 reboot=self.reboot,
                 max_size=max(1, self.config["update.max_size"]),
-                ca_file=self.device_path(ca) if (ca := self.config["update.ssl_ca_file"]) else None,
+                ca_file=self._file("update.ssl_ca_file"),
             )
 
     def _serve_pages(self, app: App) -> None:
@@ -374,7 +409,7 @@ class Runtime:
             if not folder.is_relative_to(self.fs_root.resolve()):
                 raise ConfigError("http.document_root", f"http.document_root {root!r} leaves the file system")
             try:
-                app.static = StaticFiles(folder)
+                app.static = StaticFiles(folder, hidden=lambda real: Path(real) in self.protected_paths())
             except ValueError as exc:
                 logger.error("http.document_root not served: %s", exc)
             return
@@ -392,8 +427,6 @@ class Runtime:
 
     def _mqtt_client(self) -> Any:
         config = self.config
-        if not config["mqtt.enable"]:
-            return None
         from tether.mqtt import MQTT_3_1_1, Client, Will
 
         server = config["mqtt.server"]
@@ -406,9 +439,9 @@ class Runtime:
             from tether import tls
 
             ssl_context = tls.client_context(
-                ca_file=self.device_path(config["mqtt.ssl_ca_cert"]),
-                cert_file=self.device_path(config["mqtt.ssl_cert"]) if config["mqtt.ssl_cert"] else None,
-                key_file=self.device_path(config["mqtt.ssl_key"]) if config["mqtt.ssl_key"] else None,
+                ca_file=self._file("mqtt.ssl_ca_cert"),
+                cert_file=self._file("mqtt.ssl_cert"),
+                key_file=self._file("mqtt.ssl_key"),
             )
         will = None
         if config["mqtt.will_topic"]:
@@ -417,21 +450,67 @@ class Runtime:
                 config["mqtt.will_message"].encode(),
                 retain=config["mqtt.will_retain"],
             )
-        return Client(
-            url,
-            client_id=config["mqtt.client_id"] or self.config.device_id,
-            version=MQTT_3_1_1,
-            keepalive=config["mqtt.keep_alive"],
-            clean_start=config["mqtt.clean_session"],
-            username=config["mqtt.user"] or None,
-            password=config["mqtt.pass"] or None,
-            will=will,
-            ssl=ssl_context,
-            backoff_min=config["mqtt.reconnect_timeout_min"],
-            backoff_max=config["mqtt.reconnect_timeout_max"],
-            on_connect=lambda client, event: self._cloud("mqtt", True),
-            on_disconnect=lambda client, error: self._cloud("mqtt", False),
-        )
+        try:
+            return Client(
+                url,
+                client_id=config["mqtt.client_id"] or self.config.device_id,
+                version=MQTT_3_1_1,
+                keepalive=config["mqtt.keep_alive"],
+                clean_start=config["mqtt.clean_session"],
+                username=config["mqtt.user"] or None,
+                password=config["mqtt.pass"] or None,
+                will=will,
+                ssl=ssl_context,
+                backoff_min=config["mqtt.reconnect_timeout_min"],
+                backoff_max=config["mqtt.reconnect_timeout_max"],
+                on_connect=lambda client, event: self._cloud("mqtt", True),
+                on_disconnect=lambda client, error: self._cloud("mqtt", False),
+            )
+        except ValueError as exc:
+            raise ConfigError("mqtt.server", f"[mqtt.server] {exc}") from exc
+
+    async def _run_mqtt(self, client: Any) -> None:
+        """Connect to ``mqtt.server`` in the background, with backoff, until it works: a broker
+        that is down delays MQTT and nothing else. Then the RPC channel and the log topic go
+        over it; the client itself reconnects from then on."""
+        config = self.config
+        delay = max(config["mqtt.reconnect_timeout_min"], 0.1)
+        while True:
+            try:
+                await client.connect()
+            except Exception as exc:
+                logger.warning("mqtt: cannot connect to %s (%s); retrying in %.0f s", client.url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(config["mqtt.reconnect_timeout_max"], delay))
+                client = self._mqtt_client()  # a client whose first connect failed is finished
+                continue
+            break
+        self._mqtt = client
+        assert self.device is not None
+        self.device.mqtt = client
+        if config["rpc.enable"] and config["rpc.mqtt.enable"]:
+            from tether.rpc.channels.mqtt import MqttChannel
+
+            self._mqtt_channel = MqttChannel(self.dispatcher, client, qos=config["rpc.mqtt.qos"])
+            await self._mqtt_channel.start()
+        if config["debug.stdout_topic"]:
+            self._logging.add(
+                MqttLogForwarder(client.publish, config["debug.stdout_topic"], self.config.device_id)
+            )
+
+    def _http_ssl(self) -> Any:
+        """``http.ssl_cert``/``ssl_key`` (and ``ssl_ca_cert`` for client certificates): HTTPS and WSS."""
+        cert = self._file("http.ssl_cert")
+        if cert is None:
+            return None
+        from tether import tls
+
+        try:
+            return tls.server_context(
+                cert, self._file("http.ssl_key"), client_ca_file=self._file("http.ssl_ca_cert")
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError("http.ssl_cert", f"[http.ssl_cert] cannot be used: {exc}") from exc
 
     def _dial_out_url(self) -> str | None:
         config = self.config
@@ -440,19 +519,15 @@ class Runtime:
         return str(config["rpc.ws.server_address"])
 
     def _dial_out_ssl(self) -> Any:
-        config = self.config
         url = self._dial_out_url()
         if url is None or not url.lower().startswith("wss:"):
             return None
         from tether import tls
 
-        def path(key: str) -> Path | None:
-            return self.device_path(config[key]) if config[key] else None
-
         return tls.client_context(
-            ca_file=path("rpc.ws.ssl_ca_file"),
-            cert_file=path("rpc.ws.ssl_client_cert_file"),
-            key_file=path("rpc.ws.ssl_client_key_file"),
+            ca_file=self._file("rpc.ws.ssl_ca_file"),
+            cert_file=self._file("rpc.ws.ssl_client_cert_file"),
+            key_file=self._file("rpc.ws.ssl_client_key_file"),
         )
 
     async def _init_app(self, device: Device) -> None:
@@ -610,6 +685,9 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.close()
+        if self._mqtt_channel is not None:
+            with contextlib.suppress(Exception):
+                await self._mqtt_channel.close()
         if self._mqtt is not None:
             with contextlib.suppress(Exception):
                 await self._mqtt.__aexit__(None, None, None)

@@ -21,7 +21,7 @@ import stat as stat_module
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether.http.parser import Headers, HTTPError
@@ -187,6 +187,8 @@ class StaticFiles:
         cache_control: the Cache-Control value sent with files; None for none.
         gzip: serve file.gz instead of file when the client accepts gzip.
         ssi: treat .shtml files as Server Side Includes (handled by the caller).
+        hidden: a real path for which it returns True is answered 404, as if absent (a
+            device hides the files that hold credentials).
 
     Raises:
         ValueError: if root is not a directory.
@@ -201,8 +203,10 @@ class StaticFiles:
         cache_control: str | None = "no-cache",
         gzip: bool = True,
         ssi: bool = True,
+        hidden: Callable[[str], bool] | None = None,
     ) -> None:
         self.root = os.path.realpath(os.fspath(root))
+        self.hidden = hidden
         if not os.path.isdir(self.root):
             raise ValueError(f"web root {os.fspath(root)!r} is not a directory")
         self.index = tuple(index)
@@ -239,6 +243,8 @@ class StaticFiles:
                 st = None
             # The same file as when its real path was checked: no symlink moved.
             if st is not None and _identity(st) == identity:
+                if self.hidden is not None and self.hidden(real):
+                    raise HTTPError(404)
                 return real, st
             del self._paths[raw_path]
         parts: list[str] = []
@@ -256,7 +262,7 @@ class StaticFiles:
             parts.append(name)
         full = os.path.join(self.root, *parts)
         real = os.path.realpath(full)
-        if not self.inside(real):
+        if not self.inside(real) or (self.hidden is not None and self.hidden(real)):
             raise HTTPError(404)
         try:
             st = os.stat(real)

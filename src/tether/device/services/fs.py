@@ -68,7 +68,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,10 @@ logger = logging.getLogger("tether.device")
 #: The longest name of one path part, in bytes (NAME_MAX).
 _NAME_MAX = 255
 _PART_SUFFIX = ".part"
+
+
+#: The most bytes one ``FS.Get`` returns; ``left`` tells the caller to ask for the rest.
+MAX_GET = 1 << 20
 
 
 def _is_part_name(name: str) -> bool:
@@ -134,8 +140,17 @@ class _Upload:
 
 
 class _FileService:
-    def __init__(self, root: Path, max_file_size: int, upload_idle: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_file_size: int,
+        upload_idle: float,
+        protected: Callable[[], set[Path]] | None,
+        min_free: int,
+    ) -> None:
         self.root = Path(os.path.realpath(root))
+        self.protected = protected
+        self.min_free = min_free
         self._root_text = str(self.root)
         self._prefix = self._root_text if self._root_text.endswith(os.sep) else self._root_text + os.sep
         self.max_file_size = max_file_size
@@ -147,11 +162,18 @@ class _FileService:
     def _inside(self, real: str) -> bool:
         return real == self._root_text or real.startswith(self._prefix)
 
-    def resolve(self, name: str) -> Path:
+    def _is_protected(self, path: Path | str) -> bool:
+        if self.protected is None:
+            return False
+        real = Path(os.path.realpath(path))
+        return any(real == Path(os.path.realpath(p)) for p in self.protected())
+
+    def resolve(self, name: str, call: Call | None = None) -> Path:
         """The path of name under the root, its last part not followed if a symlink.
 
         Raises:
-            RpcError: 400 if name could reach outside the root or names a working file.
+            RpcError: 400 if name could reach outside the root or names a working file;
+                403 if it holds credentials and call's caller is not authenticated.
         """
         illegal = RpcError(400, f'illegal path "{name}"')
         if "\0" in name:
@@ -166,6 +188,8 @@ class _FileService:
         path = os.path.join(parent, parts[-1])
         if not (self._inside(parent) and self._inside(os.path.realpath(path))):
             raise illegal
+        if call is not None and call.user is None and self._is_protected(path):
+            raise RpcError(403, "unauthorized")  # §1.2's code for a denied call
         return Path(path)
 
     def _not_root(self, path: Path, name: str) -> Path:
@@ -264,6 +288,12 @@ class _FileService:
         self._uploads[target] = upload
         return upload
 
+    def _check_space(self, more: int) -> None:
+        """Refuse a write that would leave the file system (shared with the configuration and
+        the OTA slots) with less than ``min_free`` bytes."""
+        if self.min_free and shutil.disk_usage(self.root).free - more < self.min_free:
+            raise RpcError(500, "no space left on the device file system")
+
     def _check_size(self, filename: str, total: int, size: int | None = None) -> None:
         if total > self.max_file_size:
             raise RpcError(400, f'file "{filename}" is over the limit of {self.max_file_size} bytes')
@@ -276,12 +306,14 @@ class _FileService:
         path = _params(call).get("path", "/")
         if not isinstance(path, str):
             raise RpcError(400, f"illegal path {path!r}")
-        directory = self.resolve(path)
+        directory = self.resolve(path, call)
         self._settle(directory)
         try:
             names = sorted(name for name in os.listdir(directory) if not _is_part_name(name))
         except OSError:
             return []  # the firmware lists what it cannot open as empty
+        if call.user is None and self.protected is not None:
+            names = [name for name in names if not self._is_protected(directory / name)]
         if not ext:
             return names
         entries = []
@@ -310,7 +342,7 @@ class _FileService:
             raise RpcError(400, "illegal offset")
         if not _is_int(length):
             raise RpcError(400, f"illegal len {length!r}")
-        target = self.resolve(filename)
+        target = self.resolve(filename, call)
         self._settle(target)
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
@@ -322,6 +354,7 @@ class _FileService:
                 offset = min(offset, size)
                 if length < 0 or offset + length > size:
                     length = size - offset
+                length = min(length, MAX_GET)  # the caller asks again for the rest (`left`)
                 f.seek(offset)
                 data = f.read(length)
         except OSError:
@@ -348,11 +381,12 @@ class _FileService:
             data = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             raise RpcError(400, f'data for "{filename}" is not valid base64') from None
-        target = self.resolve(filename)
+        target = self.resolve(filename, call)
         if target == self.root or target.is_dir():
             raise RpcError(400, f'failed to open file "{filename}"')
         if size is not None:
             self._check_size(filename, size)
+        self._check_space(len(data))
         try:
             self._put(target, filename, data, append, offset, size)
         except OSError as exc:
@@ -429,7 +463,7 @@ class _FileService:
         filename = _params(call).get("filename")
         if not isinstance(filename, str):
             raise RpcError(400, "filename is required")
-        target = self._not_root(self.resolve(filename), filename)
+        target = self._not_root(self.resolve(filename, call), filename)
         upload = self._uploads.get(target)
         if upload is not None:
             self._discard(upload)
@@ -446,8 +480,8 @@ class _FileService:
         src, dst = params.get("src"), params.get("dst")
         if not isinstance(src, str) or not isinstance(dst, str):
             raise RpcError(400, "src and dst are required")
-        source = self._not_root(self.resolve(src), src)
-        destination = self._not_root(self.resolve(dst), dst)
+        source = self._not_root(self.resolve(src, call), src)
+        destination = self._not_root(self.resolve(dst, call), dst)
         self._settle(source, moving=True)
         self._settle(destination, moving=True)
         try:
@@ -460,7 +494,7 @@ class _FileService:
         if not isinstance(path, str):
             raise RpcError(400, "path is required")
         try:
-            os.makedirs(self.resolve(path), exist_ok=True)
+            os.makedirs(self.resolve(path, call), exist_ok=True)
         except OSError:
             raise RpcError(500, "mkdir failed") from None
 
@@ -468,7 +502,7 @@ class _FileService:
         path = _params(call).get("path")
         if not isinstance(path, str):
             raise RpcError(400, "path is required")
-        directory = self._not_root(self.resolve(path), path)
+        directory = self._not_root(self.resolve(path, call), path)
         self._settle(directory, moving=True)
         try:
             os.rmdir(directory)
@@ -477,7 +511,13 @@ class _FileService:
 
 
 def register(
-    dispatcher: Dispatcher, root: Path, *, max_file_size: int = 64 * 2**20, upload_idle: float = 2.0
+    dispatcher: Dispatcher,
+    root: Path,
+    *,
+    max_file_size: int = 64 * 2**20,
+    upload_idle: float = 2.0,
+    protected: Callable[[], set[Path]] | None = None,
+    min_free: int = 16 * 2**20,
 ) -> None:
     """Serve the files under root as ``FS.*`` on dispatcher (see the module docstring).
 
@@ -490,6 +530,10 @@ def register(
         max_file_size: the largest file ``FS.Put`` writes, in bytes.
         upload_idle: seconds after the last chunk at which an upload without ``size``
             completes (one with ``size`` is dropped).
+        protected: returns the files that hold credentials (an htdigest file, TLS keys):
+            only authenticated callers may read, write, list or remove them (403 else).
+        min_free: writes that would leave the file system (shared with the configuration
+            and the OTA slots) with less free space than this are refused (500).
 
     Raises:
         ValueError: if max_file_size is negative or upload_idle is not positive.
@@ -500,7 +544,7 @@ def register(
     if upload_idle <= 0:
         raise ValueError(f"upload_idle must be positive, not {upload_idle}")
     root.mkdir(parents=True, exist_ok=True)
-    service = _FileService(root, max_file_size, upload_idle)
+    service = _FileService(root, max_file_size, upload_idle, protected, min_free)
     service.remove_leftovers()
     add = dispatcher.add_handler
     add("FS.List", service.list_names, args_fmt="{path: %Q}", description="The names in a directory, sorted.")
