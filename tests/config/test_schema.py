@@ -38,7 +38,7 @@ def test_the_standard_keys() -> None:
         "wifi.ap.ssid": ("s", "Tether_??????"),
         "wifi.ap.ip": ("s", "192.168.4.1"),
         "wifi.sta.pass": ("s", ""),
-        "update.timeout": ("i", 600),
+        "update.max_size": ("i", 64 * 1024 * 1024),
         "dash.enable": ("b", False),
     }
     for path, (kind, default) in expected.items():

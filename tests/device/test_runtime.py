@@ -355,3 +355,41 @@ async def test_document_root_hides_credentials(tmp_path: Path) -> None:
             assert (await http.get(f"{base}/rpc_auth.txt")).status_code == 404
     finally:
         await runtime.close()
+
+
+async def test_https_from_http_ssl_settings(tmp_path: Path, pki: dict[str, Path]) -> None:
+    from tether import tls
+
+    app = write_app(tmp_path / "app")
+    shutil.copy(pki["cert"], app / "fs" / "cert.pem")
+    shutil.copy(pki["key"], app / "fs" / "key.pem")
+    runtime = Runtime(
+        app,
+        tmp_path / "state",
+        ["http.listen_addr=127.0.0.1:0", "http.ssl_cert=cert.pem", "http.ssl_key=key.pem"],
+        log_stream=io.StringIO(),
+    )
+    await runtime.start()
+    try:
+        assert runtime.server is not None
+        wss = f"wss://127.0.0.1:{runtime.server.http_port}/rpc"
+        assert runtime.server.urls[0] == wss
+        async with connect(wss, ssl=tls.client_context(ca_file=pki["ca"])) as client:
+            assert (await client.call("Sys.GetInfo"))["app"] == "probe"
+        async with connect(
+            url(runtime).replace("ws://", "wss://"), ssl=tls.client_context(ca_file=pki["ca"])
+        ):
+            pass
+        assert "key.pem" not in await _list_anonymously(runtime)  # a TLS key is a credential
+    finally:
+        await runtime.close()
+
+
+async def _list_anonymously(runtime: Runtime) -> list[str]:
+    from tether import tls
+
+    assert runtime.server is not None
+    wss = f"wss://127.0.0.1:{runtime.server.http_port}/rpc"
+    async with connect(wss, ssl=tls.client_context(verify=False)) as client:
+        names: list[str] = await client.call("FS.List")
+    return names
