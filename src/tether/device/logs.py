@@ -29,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tether.errors import ConnectionClosed, RpcError
+from tether.device.push import Subscribers
+from tether.errors import RpcError
 from tether.rpc import Call, Dispatcher, encode_request
 
 __all__ = [
@@ -130,10 +131,9 @@ class ConsoleHub(logging.Handler):
     def __init__(self, device_id: str) -> None:
         super().__init__(VERBOSE)
         self.device_id = device_id
-        self._subscribers: dict[Callable[[bytes], bool], int] = {}
+        self._subscribers: Subscribers[int] = Subscribers("console", limit=MAX_SUBSCRIBERS)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
-        self.dropped = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver on loop: records logged from other threads are handed to it."""
@@ -154,9 +154,7 @@ class ConsoleHub(logging.Handler):
         def subscribe(call: Call) -> None:
             if call.push is None:
                 raise RpcError(400, f"channel {call.channel} cannot stream log lines")
-            if len(self._subscribers) >= MAX_SUBSCRIBERS and call.push not in self._subscribers:
-                raise RpcError(429, "too many console subscribers")
-            self._subscribers[call.push] = call.params.get("level", 4)
+            self._subscribers.add(call.push, call.params.get("level", 4))
 
     @property
     def subscribers(self) -> int:
@@ -177,20 +175,17 @@ class ConsoleHub(logging.Handler):
         else:
             self._send(line, level, record.created)
 
+    @property
+    def dropped(self) -> int:
+        """Lines not sent at once to a subscriber that was behind."""
+        return self._subscribers.behind
+
     def _send(self, line: str, level: int, ts: float) -> None:
         frame = encode_request(
             "Console.Event", {"line": line, "level": level, "ts": round(ts, 3)}, src=self.device_id
         )
-        for push, wanted in list(self._subscribers.items()):
-            if level > wanted:
-                continue
-            try:
-                if not push(frame):
-                    self.dropped += 1
-            except ConnectionClosed:
-                del self._subscribers[push]
-            except Exception:  # a broken channel: forget it, never log from here
-                del self._subscribers[push]
+        # Never logs from here: a line about a line would loop.
+        self._subscribers.send(frame, lambda wanted: level <= wanted)
 
 
 class MqttLogForwarder(logging.Handler):

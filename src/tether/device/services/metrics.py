@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.device import machine
+from tether.device.push import Subscribers
 from tether.errors import RpcError
 from tether.rpc import Call, Dispatcher, encode_request
 
@@ -162,15 +163,19 @@ class MetricsHub:
         self.period = period
         self._sample = sample
         self._app: dict[str, float] = {}
-        self._subscribers: list[Callable[[bytes], bool]] = []
+        self._subscribers: Subscribers[None] = Subscribers("metrics", limit=MAX_SUBSCRIBERS)
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self.dropped = 0
 
     @property
     def subscribers(self) -> int:
         """How many clients receive events now."""
         return len(self._subscribers)
+
+    @property
+    def dropped(self) -> int:
+        """Events not sent at once to a subscriber that was behind."""
+        return self._subscribers.behind
 
     @property
     def running(self) -> bool:
@@ -206,11 +211,7 @@ class MetricsHub:
         """
         if self._closed:
             raise RpcError(503, "the device is stopping")
-        if push in self._subscribers:
-            return
-        if len(self._subscribers) >= MAX_SUBSCRIBERS:
-            raise RpcError(429, "too many metrics subscribers")
-        self._subscribers.append(push)
+        self._subscribers.add(push, None)
         if self._timer is None:
             self._call_sampler()  # the start of the first event's interval (CPU is a delta)
             self._timer = asyncio.get_running_loop().call_later(self.period, self._tick)
@@ -230,13 +231,7 @@ class MetricsHub:
         self._timer = None
         if not self._subscribers or self._closed:
             return
-        frame = encode_request("Metrics.Event", self.event(), src=self.device_id)
-        for push in list(self._subscribers):
-            try:
-                if not push(frame):
-                    self.dropped += 1
-            except Exception:  # ConnectionClosed, or a broken channel: forget it
-                self._subscribers.remove(push)
+        self._subscribers.send(encode_request("Metrics.Event", self.event(), src=self.device_id))
         if self._subscribers:
             self._timer = asyncio.get_running_loop().call_later(self.period, self._tick)
 
