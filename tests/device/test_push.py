@@ -29,9 +29,9 @@ def test_bounded_filtered_and_slow_or_closed_subscribers_dropped() -> None:
         subscribers.add(lambda frame: True, 0)
     assert (info.value.code, info.value.message) == (429, "too many console subscribers")
     subscribers.add(fast, 3)  # again: a new value, not a new subscriber
-    subscribers.send(b"debug", lambda wanted: 3 <= wanted)
+    subscribers.send(b"debug", lambda wanted: wanted >= 3)
     assert len(subscribers) == 2 and got == [b"debug"]  # the closed one is forgotten
-    subscribers.send(b"verbose", lambda wanted: 4 <= wanted)
+    subscribers.send(b"verbose", lambda wanted: wanted >= 4)
     assert got == [b"debug"] and len(subscribers) == 2
     subscribers.send(b"info")
     assert len(subscribers) == 1 and subscribers.dropped == 1 and subscribers.behind == 3
