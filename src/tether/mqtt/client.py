@@ -223,12 +223,17 @@ class _StreamLink(_Link, asyncio.Protocol):
 
 
 class _WebSocketLink(_Link):
-    """MQTT over WebSocket (MQTT 5.0 §6): binary messages carrying the byte stream."""
+    """MQTT over WebSocket (MQTT 5.0 §6): binary messages carrying the byte stream.
+
+    No task per connection: the WebSocket hands each message to `_message` as it arrives
+    (`set_message_handler`), and the end of the connection is a done-callback on the future
+    it resolves when the TCP connection is gone. Pausing reading pauses the transport, as
+    for TCP; a message already read in the same chunk is still handed over.
+    """
 
     __slots__ = (
         "_client",
-        "_resume",
-        "_task",
+        "_error",
         "_ws",
     )
 
@@ -238,27 +243,34 @@ class _WebSocketLink(_Link):
         assert isinstance(ws, ClientWebSocket)
         self._client = client
         self._ws = ws
-        # Set while reading is paused; resolved to resume (an Event would cost a deque).
-        self._resume: asyncio.Future[None] | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read())
+        # Why reading stopped before the connection closed: a text message, or _received raised.
+        self._error: Exception | None = None
+        ws.set_message_handler(self._message)
+        ws._lost.add_done_callback(self._closed)
 
-    async def _read(self) -> None:
-        error: BaseException | None = None
+    def _message(self, message: str | bytes) -> None:
+        if self._error is not None:
+            return  # the connection is being closed; nothing more is read
+        if isinstance(message, str):
+            # 5.0 §6 [MQTT-6.0.0-1]: a text message closes the connection.
+            self._error = ProtocolError("text message on an MQTT WebSocket")
+            asyncio.get_running_loop().create_task(self._ws.close(1002, "text message"))
+            return
         try:
-            async for message in self._ws:
-                if isinstance(message, str):
-                    # 5.0 §6 [MQTT-6.0.0-1]: a text message closes the connection.
-                    raise ProtocolError("text message on an MQTT WebSocket")
-                self._client._received(self, message)
-                if self._resume is not None:
-                    await self._resume
-        except ConnectionClosed as exc:
-            error = None if exc.ok else exc
-        except ProtocolError as exc:
-            error = exc
-            await self._ws.close(1002, "text message")
-        finally:
-            self._client._link_lost(self, error)
+            self._client._received(self, message)
+        except Exception as exc:
+            # As asyncio does for a protocol's data_received(): end the connection. The
+            # WebSocket logs the exception.
+            self._error = exc
+            self.abort()
+            raise
+
+    def _closed(self, _: asyncio.Future[None]) -> None:
+        error: BaseException | None = self._error
+        if error is None:
+            closed = self._ws._closed_exc()
+            error = None if closed.ok else closed
+        self._client._link_lost(self, error)
 
     @property
     def paused(self) -> bool:
@@ -281,13 +293,14 @@ class _WebSocketLink(_Link):
             transport.abort()
 
     def pause_reading(self) -> None:
-        if self._resume is None:
-            self._resume = asyncio.get_running_loop().create_future()
+        transport = self._ws._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
 
     def resume_reading(self) -> None:
-        resume, self._resume = self._resume, None
-        if resume is not None and not resume.done():
-            resume.set_result(None)
+        transport = self._ws._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
 
 # --- message streams -------------------------------------------------------------------------

@@ -25,29 +25,30 @@ logger = logging.getLogger("tether.ws")
 class ClientWebSocket(WebSocket):
     """The client side of a WebSocket connection; see `WebSocket`."""
 
+    __slots__ = ("_opened",)
+
     _core: ClientConnection
 
     def __init__(self, core: ClientConnection, **kwargs: Any) -> None:
         super().__init__(core, **kwargs)
-        self.request = core.request
-        self._opened: asyncio.Future[None] = self._loop.create_future()
+        # Resolved when the handshake ends; dropped by connect() once it has seen it.
+        self._opened: asyncio.Future[None] | None = self._loop.create_future()
 
     def _handshake_event(self, event: object) -> None:
         if isinstance(event, HandshakeComplete):
-            self.response = event.response
             self.subprotocol = self._core.subprotocol
             self._start()
-            if not self._opened.done():
+            if self._opened is not None and not self._opened.done():
                 self._opened.set_result(None)
 
     def _closed_while_connecting(self) -> None:
         error = self._core.handshake_error
-        if error is not None and not self._opened.done():
+        if error is not None and self._opened is not None and not self._opened.done():
             self._opened.set_exception(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if not self._opened.done():
+        if self._opened is not None and not self._opened.done():
             error = ConnectionClosed(1006, "connection lost during the handshake")
             error.__cause__ = exc
             self._opened.set_exception(error)
@@ -157,12 +158,15 @@ class connect:
                 ssl=ssl_ctx,
                 server_hostname=(self._server_hostname or uri.host) if ssl_ctx else None,
             )
+            opened = protocol._opened
+            assert opened is not None
             try:
-                await protocol._opened
+                await opened
             except BaseException:
                 if protocol._transport is not None:
                     protocol._transport.abort()
                 raise
+            protocol._opened = None  # an open connection needs it no more
             return protocol
 
         try:

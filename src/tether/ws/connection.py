@@ -52,6 +52,35 @@ class WebSocket(asyncio.Protocol):
         subprotocol: the negotiated subprotocol, or None.
     """
 
+    # Slots: thousands of idle connections each save an instance dict.
+    __slots__ = (
+        "_close_timeout",
+        "_close_timer",
+        "_core",
+        "_deferred",
+        "_deferred_done",
+        "_drain_waiters",
+        "_exc",
+        "_handler",
+        "_is_lost",
+        "_keepalive_task",
+        "_loop",
+        "_lost",
+        "_max_queue",
+        "_messages",
+        "_ping_interval",
+        "_ping_timeout",
+        "_pings",
+        "_reading_paused",
+        "_transport",
+        "_waiter",
+        "_write_limit",
+        "_writing_paused",
+        "local_address",
+        "remote_address",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         core: Connection,
@@ -73,9 +102,10 @@ class WebSocket(asyncio.Protocol):
         self._reading_paused = False
         self._write_limit = write_limit
         self._writing_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._pings: dict[bytes, asyncio.Future[float]] = {}
-        self._ping_sent_at: dict[bytes, float] = {}
+        # Made when first needed: an idle connection holds neither.
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        # Ping payload -> (future of the round trip, when it was sent).
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
@@ -86,13 +116,30 @@ class WebSocket(asyncio.Protocol):
         self._deferred: Callable[[], None] | None = None
         self._deferred_done = False
         self._exc: BaseException | None = None
-        self.request: Any = None
-        self.response: Any = None
         self.subprotocol: str | None = None
         self.remote_address: Any = None
         self.local_address: Any = None
 
     # ------------------------------------------------------------- properties
+
+    # The handshake lives in the core only, which may keep it in a compact form.
+    @property
+    def request(self) -> Any:
+        """The handshake request (tether.ws.Request), or None before it is known."""
+        return getattr(self._core, "request", None)
+
+    @request.setter
+    def request(self, value: Any) -> None:
+        setattr(self._core, "request", value)  # noqa: B010 - the base core has no such attribute
+
+    @property
+    def response(self) -> Any:
+        """The handshake response (tether.ws.Response), or None before it is known."""
+        return getattr(self._core, "response", None)
+
+    @response.setter
+    def response(self, value: Any) -> None:
+        setattr(self._core, "response", value)  # noqa: B010 - the base core has no such attribute
 
     @property
     def state(self) -> State:
@@ -197,11 +244,10 @@ class WebSocket(asyncio.Protocol):
         if not self._lost.done():
             self._lost.set_result(None)
         self._deliver(_CLOSED)
-        for fut in self._pings.values():
+        pings, self._pings = self._pings, None
+        for fut, _ in (pings or {}).values():
             if not fut.done():
                 fut.set_exception(self._closed_exc())
-        self._pings.clear()
-        self._ping_sent_at.clear()
         self._wake_writers()
 
     def pause_writing(self) -> None:
@@ -212,8 +258,8 @@ class WebSocket(asyncio.Protocol):
         self._wake_writers()
 
     def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for fut in waiters or ():
             if not fut.done():
                 fut.set_result(None)
 
@@ -455,6 +501,8 @@ class WebSocket(asyncio.Protocol):
         if self._lost.done():
             raise self._closed_exc()
         fut = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(fut)
         await fut
         if self._lost.done():
@@ -468,28 +516,30 @@ class WebSocket(asyncio.Protocol):
             ConnectionClosed: if the connection is not open.
         """
         self._check_sendable()
+        pings = self._pings
+        if pings is None:
+            self._pings = pings = {}
         if data is None:
             data = os.urandom(4)
-            while data in self._pings:
+            while data in pings:
                 data = os.urandom(4)
-        elif data in self._pings:
+        elif data in pings:
             raise ValueError("a ping with that payload is already waiting")
         fut: asyncio.Future[float] = self._loop.create_future()
         fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
-        self._pings[data] = fut
-        self._ping_sent_at[data] = self._loop.time()
+        pings[data] = (fut, self._loop.time())
         self._core.send_ping(data)
         self._write()
         return fut
 
     def _pong(self, payload: bytes) -> None:
         # RFC 6455 §5.5.3: a Pong answers the most recent Ping; it acknowledges earlier ones too.
-        if payload not in self._pings:
+        pings = self._pings
+        if not pings or payload not in pings:
             return
         now = self._loop.time()
-        for data in list(self._pings):
-            fut = self._pings.pop(data)
-            sent = self._ping_sent_at.pop(data, now)
+        for data in list(pings):
+            fut, sent = pings.pop(data)
             if not fut.done():
                 fut.set_result(now - sent)
             if data == payload:

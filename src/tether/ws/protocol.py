@@ -151,7 +151,10 @@ _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0
 _SMALL_HEADERS.update(
     {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
 )
-_MASK_POOL = 256  # 64 keys per os.urandom() call; small, since every client connection has one
+# Masking keys are drawn from os.urandom() in pools that double from _MASK_FIRST bytes up to
+# _MASK_POOL (64 keys) per call: a busy connection makes few calls, an idle one keeps 16 bytes.
+_MASK_FIRST = 16
+_MASK_POOL = 256
 
 
 class Connection:
@@ -246,8 +249,8 @@ class Connection:
         self.deflate_params: _deflate.DeflateParams | None = None
         if deflate is not None:
             self._set_deflate(deflate)
-        self._mask_pool = b""
-        self._mask_at = _MASK_POOL  # the pool is drawn on first use
+        self._mask_pool = b""  # drawn on first use
+        self._mask_at = 0
         # Frame being read.
         self._left = 0  # payload bytes of the current data frame still to come
         self._frame_fin = False
@@ -545,10 +548,11 @@ class Connection:
     # ------------------------------------------------------------------ output
 
     def _next_mask(self) -> bytes:
-        # RFC 6455 §5.3: masking keys from a strong source, drawn 64 at a time.
+        # RFC 6455 §5.3: masking keys from a strong source, drawn many at a time.
         at = self._mask_at
-        if at + 4 > _MASK_POOL:
-            self._mask_pool = os.urandom(_MASK_POOL)
+        if at + 4 > len(self._mask_pool):
+            size = len(self._mask_pool)
+            self._mask_pool = os.urandom(min(2 * size, _MASK_POOL) if size else _MASK_FIRST)
             at = 0
         self._mask_at = at + 4
         return self._mask_pool[at : at + 4]
@@ -766,9 +770,11 @@ class ClientConnection(Connection):
         "_head",
         "_offer_deflate",
         "_offer_subprotocols",
+        "_request",
+        "_request_head",
+        "_response",
+        "_response_head",
         "key",
-        "request",
-        "response",
         "subprotocol",
     )
 
@@ -793,10 +799,13 @@ class ClientConnection(Connection):
         )
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         self.subprotocol: str | None = None
-        self.response: Response | None = None
+        # The handshake is kept as the bytes of its heads (a fraction of the parsed
+        # objects' size, for thousands of idle connections) and parsed when asked for.
+        self._response: Response | None = None
+        self._response_head = b""
         self._offer_deflate = deflate
-        self._offer_subprotocols = list(subprotocols)
-        self._head = _HeadReader(max_head_size)
+        self._offer_subprotocols = tuple(subprotocols)  # both needed until the handshake ends
+        self._head: _HeadReader | None = _HeadReader(max_head_size)
         hdrs = Headers(
             [
                 ("Host", host),
@@ -814,10 +823,43 @@ class ClientConnection(Connection):
             hdrs.add("Sec-WebSocket-Extensions", deflate.offer())
         for name, value in headers:
             hdrs.add(name, value)
-        self.request = Request(path, hdrs)
-        self._out.append(build_request(self.request))
+        request = Request(path, hdrs)
+        head = build_request(request)
+        self._out.append(head)
+        # Parsing gives back an equal request unless, say, a header value has spaces around it.
+        try:
+            exact = parse_request(head[:-4]) == request
+        except HandshakeError:
+            exact = False
+        self._request: Request | None = None if exact else request
+        self._request_head = head if exact else b""
+
+    @property
+    def request(self) -> Request | None:
+        """The handshake request sent (`Request`)."""
+        if self._request is None and self._request_head:
+            self._request = parse_request(self._request_head[:-4])
+        return self._request
+
+    @request.setter
+    def request(self, value: Request | None) -> None:
+        self._request = value
+        self._request_head = b""
+
+    @property
+    def response(self) -> Response | None:
+        """The server's 101 response once the handshake succeeded, else None."""
+        if self._response is None and self._response_head:
+            self._response = parse_response(self._response_head)
+        return self._response
+
+    @response.setter
+    def response(self, value: Response | None) -> None:
+        self._response = value
+        self._response_head = b""
 
     def _receive_handshake(self, data: bytes) -> None:
+        assert self._head is not None
         try:
             got = self._head.feed(data)
             if got is None:
@@ -839,12 +881,19 @@ class ClientConnection(Connection):
             self.handshake_error = exc
             self.state = State.CLOSED
             self._stopped = True
+            self._end_handshake()
             return
-        self.response = response
+        self._response_head = head
+        self._end_handshake()
         self.state = State.OPEN
         self._events.append(HandshakeComplete(response))
         if rest:
             self.receive_data(rest)
+
+    def _end_handshake(self) -> None:
+        """Forget what only the handshake needed."""
+        self._head = None
+        self._offer_subprotocols = ()
 
     def _check_response(self, response: Response) -> None:
         """Validate a 101 answer (RFC 6455 §4.1, client steps 1-6).
