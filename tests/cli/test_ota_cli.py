@@ -244,3 +244,51 @@ async def test_commit_refused_when_the_update_was_rolled_back(
         device.restart()
         assert await cli("ota", str(bundle), "--port", f"ws://127.0.0.1:{port}/rpc", "--commit") == 1
         assert "Error: the device came back committed; was the update rolled back?" in capsys.readouterr().err
+
+
+async def test_commit_succeeds_when_the_device_commits_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --commit-timeout 0 the device commits the update as it starts (spec §6): a success."""
+    bundle = make_bundle(tmp_path)
+    async with running(tmp_path) as (device, port):
+
+        def restart_and_commit(delay: float) -> None:
+            device.slots.commit()  # what tether.device.runtime does at start with commit_timeout 0
+            device.restart()
+
+        device.reboot = restart_and_commit  # type: ignore[method-assign]
+        device.restart()
+        code = await cli(
+            "ota", str(bundle), "--port", f"ws://127.0.0.1:{port}/rpc", "--commit", "--commit-timeout", "0"
+        )
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert err.endswith("tether ota: committed\n")
+    state = device.slots.boot_state()
+    assert (state.active_slot, state.is_committed, state.last_error) == (1, True, "")
+
+
+async def test_commit_accepts_a_self_commit_that_races_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The device commits itself between the tool's OTA.Status and its OTA.Commit."""
+    bundle = make_bundle(tmp_path)
+    async with running(tmp_path) as (device, port):
+        commit = device.service.commit
+
+        async def commit_after_the_device(call: rpc.Call) -> None:
+            device.slots.commit()
+            await commit(call)  # "nothing to commit: slot 1 is committed"
+
+        def restart(delay: float) -> None:
+            device.restart()
+            device.dispatcher.add_handler("OTA.Commit", commit_after_the_device)
+
+        device.reboot = restart  # type: ignore[method-assign]
+        device.restart()
+        code = await cli(
+            "ota", str(bundle), "--port", f"ws://127.0.0.1:{port}/rpc", "--commit", "--commit-timeout", "0"
+        )
+        assert code == 0, capsys.readouterr().err
+    assert device.slots.boot_state().is_committed

@@ -367,3 +367,21 @@ def test_without_cryptography_a_key_refuses_everything(
         generate_key(tmp_path / "new.pem")
     with pytest.raises(BundleError, match=missing):
         create_bundle(app, tmp_path / "b.zip", private_key=key_file.read_bytes())
+
+
+def test_the_bundle_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(tmp_path / "app")
+    out = tmp_path / "out" / "app.zip"
+    out.parent.mkdir()
+    create_bundle(app, out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # no secret in it: served to devices
+    before = out.read_bytes()
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tether.device.bundle._add", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        create_bundle(app, out)
+    assert out.read_bytes() == before
+    assert [p.name for p in out.parent.iterdir()] == ["app.zip"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from tether.device.slots import BootState, SlotError, Slots
 @pytest.fixture
 def factory(tmp_path: Path) -> Path:
     return make_app(tmp_path / "factory", version="0.1")
+
+
+TIMEOUT = 30
 
 
 def bundle_of(tmp_path: Path, version: str, files: int = 0) -> Path:
@@ -57,7 +63,7 @@ def test_install_commit_revert(tmp_path: Path, factory: Path) -> None:
     v1, v2, v3 = (bundle_of(tmp_path, v) for v in ("1.0", "2.0", "3.0"))
 
     assert slots.install(v1, public_key=None, commit_timeout=300) == 1
-    assert slots.boot_state() == BootState(1, 0, False, 300, 1000.0, 0, "")
+    assert slots.boot_state() == BootState(1, 0, False, 300, None, 0, "")
     assert version_in(slots.app_dir()) == "1.0"
     assert (slots.app_dir() / "manifest.json").is_file()
     assert json.loads((tmp_path / "state/ota/boot.json").read_text())["active_slot"] == 1
@@ -87,6 +93,7 @@ def test_install_commit_revert(tmp_path: Path, factory: Path) -> None:
 def test_roll_back_decisions(tmp_path: Path, factory: Path) -> None:
     slots = Slots(tmp_path / "state", factory, clock=lambda: 1000.0)
     slots.install(bundle_of(tmp_path, "1.0"), public_key=None, commit_timeout=300)
+    assert slots.record_first_start().update_started == 1000.0
     assert slots.should_roll_back(1000.0) is None
     assert slots.should_roll_back(1299.9) is None
     assert slots.should_roll_back(1300.0) == "slot 1 was not committed within 300 s"
@@ -105,6 +112,56 @@ def test_roll_back_decisions(tmp_path: Path, factory: Path) -> None:
     slots.install(bundle_of(tmp_path, "2.0"), public_key=None, commit_timeout=0)
     assert slots.should_roll_back(1e12) is None
     assert slots.boot_state().last_error == ""
+
+
+def test_the_commit_timer_starts_at_the_first_start_not_at_the_install(tmp_path: Path, factory: Path) -> None:
+    """Spec §6: a device switched off for longer than the timeout after the install keeps the update."""
+    now = [1000.0]
+    slots = Slots(tmp_path / "state", factory, clock=lambda: now[0])
+    slots.install(bundle_of(tmp_path, "1.0"), public_key=None, commit_timeout=300)
+    assert slots.boot_state().update_started is None
+    now[0] = 1e6  # powered off for days
+    assert slots.should_roll_back(1e6) is None
+    assert slots.roll_back_if_due(1e6) is None
+    assert slots.record_first_start().update_started == 1e6
+    now[0] = 2e6  # a later start does not move the stamp
+    assert slots.record_first_start().update_started == 1e6
+    assert slots.roll_back_if_due(1e6 + 299) is None
+    assert slots.roll_back_if_due(1e6 + 300) == ("slot 1 was not committed within 300 s", 0)
+    assert slots.boot_state() == BootState(0, 0, True, 300, None, 0, "slot 1 was not committed within 300 s")
+    # Committed: nothing to stamp.
+    assert slots.record_first_start() == slots.boot_state()
+    assert json.loads((tmp_path / "state/ota/boot.json").read_text())["update_started"] is None
+
+
+def test_roll_back_if_due_never_reverts_a_commit_that_lands_first(tmp_path: Path, factory: Path) -> None:
+    """The decision and the revert hold the lock together: a commit made while the lock is
+    held elsewhere is seen (with should_roll_back then revert, it was reverted)."""
+    slots = Slots(tmp_path / "state", factory, clock=lambda: 1000.0)
+    slots.install(bundle_of(tmp_path, "1.0"), public_key=None, commit_timeout=300)
+    slots.record_first_start()
+    for _ in range(3):
+        slots.record_crash("boom")
+    assert slots.should_roll_back(1000.0) is not None
+    results: list[object] = []
+    # Another process holds the lock and commits; the rollback waits for it, then sees the commit.
+    fd = os.open(slots.ota_dir / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        thread = threading.Thread(target=lambda: results.append(slots.roll_back_if_due(1000.0)))
+        thread.start()
+        committed = dataclasses.replace(slots.boot_state(), is_committed=True, crashes=0, last_error="")
+        (slots.ota_dir / "boot.json").write_text(json.dumps(committed.to_json()))
+    finally:
+        os.close(fd)  # releases the lock
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert results == [None]
+    assert slots.boot_state() == committed
+    # Nothing to revert to while uncommitted: an error, nothing changed.
+    slots.set_boot_state(is_committed=False, revert_slot=1, crashes=3)
+    with pytest.raises(SlotError, match="nothing to revert to"):
+        slots.roll_back_if_due(1000.0)
 
 
 def test_commit_clears_crashes(tmp_path: Path, factory: Path) -> None:
@@ -186,6 +243,40 @@ def test_an_unusable_boot_state_runs_the_factory_app(tmp_path: Path, factory: Pa
     # A missing revert slot: the active one runs, a revert goes to the factory app.
     boot.write_bytes(b'{"active_slot": 1, "revert_slot": 5, "is_committed": false, "future_field": 1}')
     assert slots.boot_state() == BootState(1, 0, False, 0, None, 0, "")
+
+
+@pytest.mark.parametrize("content", [b"{", b"\xff", b'{"active_slot": 9, "revert_slot": 1}'])
+def test_an_unusable_boot_state_keeps_every_slot(tmp_path: Path, factory: Path, content: bytes) -> None:
+    slots = Slots(tmp_path / "state", factory)
+    for version in ("1.0", "2.0"):
+        slots.install(bundle_of(tmp_path, version), public_key=None, commit_timeout=300)
+        slots.commit()
+    boot = tmp_path / "state/ota/boot.json"
+    boot.write_bytes(content)
+    assert slots.collect() == boot.with_name("boot.json.corrupt")
+    assert not boot.exists()
+    assert boot.with_name("boot.json.corrupt").read_bytes() == content
+    assert sorted(p.name for p in slots.slots_dir.iterdir()) == ["1", "2"]
+    assert slots.app_dir() == factory
+    # Later writes keep the slots too (a half-deleted leftover goes), until the file is removed.
+    (slots.slots_dir / ".old-7-abcd").mkdir()
+    assert slots.install(bundle_of(tmp_path, "3.0"), public_key=None, commit_timeout=300) == 3
+    slots.commit()
+    assert slots.collect() == boot.with_name("boot.json.corrupt")
+    assert sorted(p.name for p in slots.slots_dir.iterdir()) == ["1", "2", "3"]
+    boot.with_name("boot.json.corrupt").unlink()
+    assert slots.collect() is None
+    assert sorted(p.name for p in slots.slots_dir.iterdir()) == ["3"]
+
+
+def test_a_writer_moves_an_unusable_boot_state_aside(tmp_path: Path, factory: Path) -> None:
+    slots = Slots(tmp_path / "state", factory)
+    slots.install(bundle_of(tmp_path, "1.0"), public_key=None, commit_timeout=300)
+    boot = tmp_path / "state/ota/boot.json"
+    boot.write_bytes(b"{")
+    assert slots.install(bundle_of(tmp_path, "2.0"), public_key=None, commit_timeout=300) == 2
+    assert boot.with_name("boot.json.corrupt").read_bytes() == b"{"
+    assert sorted(p.name for p in slots.slots_dir.iterdir()) == ["1", "2"]
 
 
 def test_collect_removes_leftovers(tmp_path: Path, factory: Path) -> None:

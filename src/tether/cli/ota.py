@@ -180,7 +180,8 @@ class _Progress:
             self.stream.write("\n")
 
 
-async def _push(device: _Device, path: Path, args: argparse.Namespace) -> None:
+async def _push(device: _Device, path: Path, args: argparse.Namespace) -> Any:
+    """Send the bundle at path; returns the slot (``partition``) that ran before."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -202,10 +203,29 @@ async def _push(device: _Device, path: Path, args: argparse.Namespace) -> None:
     finally:
         progress.finish()
     await device.call("OTA.End")
+    return status.get("partition")
 
 
-async def _wait_and_commit(device: _Device) -> None:
-    """Wait for the device to come back from its restart, uncommitted, then commit."""
+def _runs_the_update(status: dict[str, Any], old_slot: Any) -> bool:
+    """Whether the device runs the update, committed and without error: as it does when it
+    commits itself (commit_timeout 0, spec §6). A rollback runs the old slot again, and
+    leaves its reason as the message of state 2."""
+    return bool(
+        status.get("is_committed")
+        and status.get("state") == 0
+        and not status.get("message")
+        and old_slot is not None
+        and status.get("partition") != old_slot
+    )
+
+
+async def _wait_and_commit(device: _Device, old_slot: Any) -> None:
+    """Wait for the device to come back from its restart, uncommitted, then commit.
+
+    Args:
+        device: the device.
+        old_slot: ``partition`` in ``OTA.Status`` before the update.
+    """
     deadline = time.monotonic() + device.timeout
     await device.close()
     while True:
@@ -216,13 +236,21 @@ async def _wait_and_commit(device: _Device) -> None:
         else:
             # State 3: still the process that installed the update, about to restart.
             if isinstance(status, dict) and status.get("state") != 3:
+                if _runs_the_update(status, old_slot):
+                    return  # it committed itself
                 if status.get("is_committed"):
                     raise _Failed(f"the device came back committed; was the update rolled back? {status}")
                 break
         if time.monotonic() >= deadline:
             raise _Failed(f"the device did not come back within {device.timeout:g} s")
         await asyncio.sleep(_RETRY_INTERVAL)
-    await device.call("OTA.Commit")
+    try:
+        await device.call("OTA.Commit")
+    except RpcError:
+        # It may have committed itself between OTA.Status and OTA.Commit.
+        status = await device.call("OTA.Status")
+        if not (isinstance(status, dict) and _runs_the_update(status, old_slot)):
+            raise
 
 
 async def _ota(args: argparse.Namespace, port: str) -> None:
@@ -234,12 +262,14 @@ async def _ota(args: argparse.Namespace, port: str) -> None:
             print(json.dumps(await device.call(method), indent=2, ensure_ascii=False))
             return
         if target.startswith(("http://", "https://")):
+            status = await device.call("OTA.Status", tries=3)
+            old_slot = status.get("partition") if isinstance(status, dict) else None
             await device.call("OTA.Update", {"url": target, "commit_timeout": args.commit_timeout})
         else:
-            await _push(device, Path(target), args)
+            old_slot = await _push(device, Path(target), args)
         print(f"tether ota: {target} installed; the device restarts into it", file=sys.stderr)
         if args.commit:
-            await _wait_and_commit(device)
+            await _wait_and_commit(device, old_slot)
             print("tether ota: committed", file=sys.stderr)
     finally:
         await device.close()

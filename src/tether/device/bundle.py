@@ -32,11 +32,11 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from tether.device.manifest import load as load_manifest
 from tether.errors import ConfigError, TetherError
-from tether.files import fsync_directory
+from tether.files import fsync_directory, replace_from, sha256_file
 
 __all__ = [
     "MANIFEST",
@@ -141,14 +141,6 @@ def _app_files(app_dir: Path, skip: Path | None) -> Iterator[tuple[str, Path]]:
             yield path.relative_to(app_dir).as_posix(), path
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def create_bundle(
     app_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -182,7 +174,7 @@ def create_bundle(
     name, version = _app_name_version(root)
     out = Path(output)
     members = list(_app_files(root, out.resolve()))
-    files = {rel: _sha256_file(path) for rel, path in members}
+    files = {rel: sha256_file(path) for rel, path in members}
     for reserved in (MANIFEST, SIGNATURE):
         if reserved in files:
             raise BundleError(f"app file {reserved!r} clashes with the bundle's own {reserved!r}")
@@ -197,9 +189,9 @@ def create_bundle(
     }
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
     signature = None if private_key is None else _sign(private_key, manifest_bytes)
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+
+    def write(file: BinaryIO) -> None:
+        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
             _add(bundle, MANIFEST, manifest_bytes)
             if signature is not None:
                 _add(bundle, SIGNATURE, base64.b64encode(signature) + b"\n")
@@ -211,11 +203,9 @@ def create_bundle(
                 with path.open("rb") as src, bundle.open(info, "w") as dst:
                     while chunk := src.read(_CHUNK):
                         dst.write(chunk)
-        with temporary.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    # Readable by all: a bundle holds no secret and is served to devices.
+    replace_from(out, write, mode=0o644)
     size = sum(path.stat().st_size for _, path in members)
     return BundleInfo(
         name, version, str(manifest["build_id"]), PLATFORM, files, signature is not None, False, size

@@ -18,9 +18,18 @@ half-deleted directory) under the lock, at the next install or commit. So at eve
 instruction, a process killed on the spot leaves either the old boot state, whose
 slots are untouched, or the new one, whose slot is complete.
 
-The supervisor asks `Slots.should_roll_back` while the active slot is
-uncommitted: after ``max_crashes`` crashes (`Slots.record_crash`) or once
-``commit_timeout`` seconds have passed since the update, it calls `Slots.revert`.
+A ``boot.json`` that exists but cannot be used (a disk fault, a hand edit) is
+never taken for "no update installed": writers move it aside to
+``ota/boot.json.corrupt`` and, for as long as such a file is there, collect no
+slot, so a person can recover them. The device runs the factory app meanwhile.
+
+The supervisor stamps ``update_started`` when it first starts an uncommitted slot
+(`Slots.record_first_start`): spec §6 starts the commit timer at the new version's
+first boot, not at the install, so a device switched off after an update does not
+roll it back unrun. While the slot is uncommitted the supervisor calls
+`Slots.roll_back_if_due`, which reverts after ``max_crashes`` crashes
+(`Slots.record_crash`) or once ``commit_timeout`` seconds have passed since the
+stamp, deciding and reverting under one lock so that a commit cannot fall between.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import TetherError
-from tether.files import fsync_directory, write_atomic
+from tether.files import fsync_directory, move_aside, write_atomic
 
 __all__ = ["BootState", "SlotError", "Slots"]
 
@@ -72,7 +81,8 @@ class BootState:
         is_committed: False while an update waits for its commit.
         commit_timeout: seconds an uncommitted update may run before it is rolled
             back; 0 for no deadline.
-        update_started: when the active slot was installed (Unix time), None once committed.
+        update_started: when the uncommitted active slot first started (Unix time); None
+            before its first start and once committed.
         crashes: how often the uncommitted app crashed.
         last_error: why the last update failed or was rolled back, "" if it did not.
     """
@@ -128,7 +138,7 @@ class Slots:
     Args:
         state_dir: the device's state directory (``tether run --state-dir``).
         factory_dir: the factory app, slot 0: the app directory ``tether run`` was given.
-        clock: Unix time in seconds, recorded as ``update_started``.
+        clock: Unix time in seconds, recorded as ``update_started`` by `record_first_start`.
         max_size: the largest unpacked bundle `install` accepts, in bytes; None for
             `tether.device.bundle.MAX_UNPACKED_SIZE`.
         max_files: the most members a bundle may have; None for `tether.device.bundle.MAX_FILES`.
@@ -164,24 +174,32 @@ class Slots:
         installed, gives the factory app too, with the reason in ``last_error``:
         the device always has something to run.
         """
+        state, problem = self._load()
+        if problem:
+            logger.error("boot state %s is unusable, running the factory app: %s", self._boot_file, problem)
+        return state
+
+    def _load(self) -> tuple[BootState, str]:
+        """The boot state as `boot_state` gives it, and why boot.json cannot be used ("" if it
+        can, or if there is none)."""
         try:
             data = self._boot_file.read_bytes()
         except FileNotFoundError:
-            return BootState()
+            return BootState(), ""
         try:
             state = BootState.from_json(json.loads(data))
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            logger.error("boot state %s is invalid, running the factory app: %s", self._boot_file, exc)
-            return BootState(last_error=f"boot state unreadable: {exc}")
+            problem = f"boot state unreadable: {exc}"
+            return BootState(last_error=problem), problem
         if not self._exists(state.active_slot):
-            logger.error("active slot %d is not installed; running the factory app", state.active_slot)
-            return BootState(last_error=f"slot {state.active_slot} is not installed")
+            problem = f"slot {state.active_slot} is not installed"
+            return BootState(last_error=problem), problem
         if not self._exists(state.revert_slot):
             logger.error(
                 "revert slot %d is not installed; a revert goes to the factory app", state.revert_slot
             )
-            return dataclasses.replace(state, revert_slot=0)
-        return state
+            return dataclasses.replace(state, revert_slot=0), ""
+        return state, ""
 
     def _exists(self, slot: int) -> bool:
         return slot == 0 or (self.slots_dir / str(slot)).is_dir()
@@ -209,9 +227,16 @@ class Slots:
 
         Returns:
             The reason (for `revert`'s ``error``), or None when the slot is committed,
-            has crashed fewer times and its commit timeout (if any) has not passed.
+            has crashed fewer times and its commit timeout (if any) has not passed since
+            its first start (none has, before it).
+
+        Use `roll_back_if_due` to act on it: a commit may come between this answer and a
+        `revert`.
         """
-        state = self.boot_state()
+        return self._roll_back_reason(self.boot_state(), now, max_crashes)
+
+    @staticmethod
+    def _roll_back_reason(state: BootState, now: float, max_crashes: int) -> str | None:
         if state.is_committed:
             return None
         if state.crashes >= max_crashes:
@@ -236,6 +261,22 @@ class Slots:
             yield
         finally:
             os.close(fd)
+
+    def _locked_state(self) -> BootState:
+        """The boot state, for a writer holding the lock: an unusable boot.json is moved aside
+        first (writing over it would lose it, and the slots it names with it)."""
+        state, problem = self._load()
+        if problem:
+            aside = move_aside(self._boot_file)
+            logger.critical(
+                "boot state %s is unusable (%s): moved to %s; running the factory app and keeping "
+                "every slot in %s until it is removed",
+                self._boot_file,
+                problem,
+                aside,
+                self.slots_dir,
+            )
+        return state
 
     def _write(self, state: BootState) -> None:
         write_atomic(self._boot_file, json.dumps(state.to_json(), indent=1).encode() + b"\n")
@@ -263,7 +304,7 @@ class Slots:
         if commit_timeout < 0:
             raise ValueError(f"commit_timeout must not be negative, not {commit_timeout}")
         with self._locked():
-            state = self.boot_state()
+            state = self._locked_state()
             if not state.is_committed:
                 raise SlotError(
                     f"update to slot {state.active_slot} is not committed yet: commit or revert it first"
@@ -290,7 +331,6 @@ class Slots:
                 revert_slot=state.active_slot,
                 is_committed=False,
                 commit_timeout=commit_timeout,
-                update_started=self._clock(),
             )
             self._write(new)
             logger.info("installed %s %s in slot %d, uncommitted", info.name, info.version, number)
@@ -304,7 +344,7 @@ class Slots:
             SlotError: if the active slot is committed already (nothing to commit).
         """
         with self._locked():
-            state = self.boot_state()
+            state = self._locked_state()
             if state.is_committed:
                 raise SlotError(f"nothing to commit: slot {state.active_slot} is committed")
             new = dataclasses.replace(state, is_committed=True, update_started=None, crashes=0, last_error="")
@@ -328,23 +368,66 @@ class Slots:
             SlotError: if there is no other slot to go back to.
         """
         with self._locked():
-            state = self.boot_state()
-            if state.revert_slot == state.active_slot:
-                raise SlotError(f"nothing to revert to: slot {state.active_slot} has no previous slot")
-            new = BootState(
-                active_slot=state.revert_slot,
-                revert_slot=state.revert_slot,
-                commit_timeout=state.commit_timeout,
-                last_error=error,
-            )
-            self._write(new)
-            logger.warning(
-                "reverted from slot %d to slot %d%s",
-                state.active_slot,
-                new.active_slot,
-                f": {error}" if error else "",
-            )
+            state = self._locked_state()
+            return self._revert(state, error)
+
+    def _revert(self, state: BootState, error: str) -> int:
+        if state.revert_slot == state.active_slot:
+            raise SlotError(f"nothing to revert to: slot {state.active_slot} has no previous slot")
+        new = BootState(
+            active_slot=state.revert_slot,
+            revert_slot=state.revert_slot,
+            commit_timeout=state.commit_timeout,
+            last_error=error,
+        )
+        self._write(new)
+        logger.warning(
+            "reverted from slot %d to slot %d%s",
+            state.active_slot,
+            new.active_slot,
+            f": {error}" if error else "",
+        )
         return new.active_slot
+
+    def roll_back_if_due(self, now: float, *, max_crashes: int = 3) -> tuple[str, int] | None:
+        """Revert the uncommitted active slot if `should_roll_back` says so, as one step.
+
+        The decision and the revert hold the lock together: a commit that lands just
+        before is seen, and a committed slot is never rolled back.
+
+        Args:
+            now: the current Unix time.
+            max_crashes: crashes before commit that fail an update.
+
+        Returns:
+            The reason (now ``last_error``) and the slot that is now active (restart the
+            app to run it), or None when nothing was due.
+
+        Raises:
+            SlotError: if a rollback is due but there is no other slot to go back to.
+        """
+        with self._locked():
+            state = self._locked_state()
+            reason = self._roll_back_reason(state, now, max_crashes)
+            if reason is None:
+                return None
+            return reason, self._revert(state, reason)
+
+    def record_first_start(self) -> BootState:
+        """Stamp ``update_started`` with the clock if the active slot is uncommitted and was
+        never started (the supervisor calls it before it starts the app): its commit timeout
+        runs from now (spec §6: from the first boot of the new version).
+
+        Returns:
+            The boot state, stamped or as it was.
+        """
+        with self._locked():
+            state = self._locked_state()
+            if state.is_committed or state.update_started is not None:
+                return state
+            new = dataclasses.replace(state, update_started=self._clock())
+            self._write(new)
+        return new
 
     def set_boot_state(self, **fields: Any) -> BootState:
         """Change fields of the boot state (``OTA.SetBootState``) and return the result.
@@ -357,7 +440,7 @@ class Slots:
         """
         _checked(fields)
         with self._locked():
-            new = dataclasses.replace(self.boot_state(), **fields)
+            new = dataclasses.replace(self._locked_state(), **fields)
             for slot in (new.active_slot, new.revert_slot):
                 if not self._exists(slot):
                     raise ValueError(f"slot {slot} is not installed")
@@ -374,27 +457,37 @@ class Slots:
             The number of crashes since the update (or the last commit or revert).
         """
         with self._locked():
-            state = self.boot_state()
+            state = self._locked_state()
             new = dataclasses.replace(state, crashes=state.crashes + 1, last_error=error)
             self._write(new)
         return new.crashes
 
-    def collect(self) -> None:
+    def collect(self) -> Path | None:
         """Remove slots the boot state does not name, and leftovers of killed installs.
 
         `install` and `commit` call it; the supervisor may call it at start-up,
-        before the app runs.
+        before the app runs. An unusable ``boot.json`` is moved aside instead, and while
+        such a file (``boot.json.corrupt*``) is there no slot is removed.
+
+        Returns:
+            Such a file, for the caller to report (None when there is none).
         """
         with self._locked():
-            self._collect(self.boot_state())
+            return self._collect(self._locked_state())
 
     def _numbered(self) -> list[int]:
         return [int(p.name) for p in self.slots_dir.iterdir() if p.name.isdigit()]
 
-    def _collect(self, state: BootState) -> None:
+    def _collect(self, state: BootState) -> Path | None:
         keep = {str(state.active_slot), str(state.revert_slot)}
+        aside = next(iter(sorted(self.ota_dir.glob(f"{self._boot_file.name}.corrupt*"))), None)
         for path in self.slots_dir.iterdir():
             if path.name in keep:
+                continue
+            if aside is not None and not path.name.startswith("."):
+                # A lost boot state may have named it: a person decides (leftovers of
+                # killed installs, named with a dot, are never a slot).
+                logger.warning("keeping slot %s: the boot state was lost, see %s", path, aside)
                 continue
             doomed = path
             if not path.name.startswith("."):
@@ -406,3 +499,4 @@ class Slots:
                 shutil.rmtree(doomed)
             else:
                 doomed.unlink()
+        return aside

@@ -7,22 +7,29 @@ It starts the device process (``python -m tether.device``) with ``posix_spawn`` 
 waits for it:
 
 - exit status `EXIT_REBOOT` (``Sys.Reboot``, ``Config.Set`` with ``reboot``): start it
-  again at once;
+  again at once, unless it is the ``reboot_limit``-th reboot in a row within
+  ``reboot_window`` seconds of its start (an app that reboots in its init): that is a crash;
 - exit status 0, or any end after the supervisor was asked to stop: stop;
 - anything else (an exception, a signal, a broken config): a crash. Log it and
   start again after a backoff that doubles from ``backoff_min`` to ``backoff_max``
-  seconds, reset once a process has run for ``stable_after`` seconds.
+  seconds, reset once a process has run for ``stable_after`` seconds. A device
+  process that cannot be started at all (``posix_spawn`` fails) is retried the same way.
 
 SIGTERM, SIGINT and SIGHUP make the supervisor forward SIGTERM to the device
 process, wait up to ``stop_timeout`` seconds for it, SIGKILL it if it is still
-there, and exit.
+there, and exit. Every wait for the device process is `signal.sigtimedwait` on
+SIGCHLD (blocked in `Supervisor.run`, so it stays pending) with a bound, so a
+request to stop is seen within half a second whatever the device process does.
 
 Over-the-air updates (`supervise` wires this to `tether.device.slots.Slots`): before
 each start the supervisor reads the boot state and runs the active slot's app.
-While that slot is uncommitted it checks every half second whether the update
+Before the first start of an uncommitted slot it stamps the start of its commit
+timer. While that slot is uncommitted it checks every half second whether the update
 failed (its commit timeout passed); after each crash of an uncommitted slot it
 records the crash and, at ``max_crashes``, fails the update. A failed update is
-reverted to the previous slot, which starts at once. The supervisor itself never
+reverted to the previous slot, which starts at once (`Slots.roll_back_if_due`
+decides and reverts under one lock). At start-up it collects old slots; an
+unusable boot state is moved aside and every slot kept. The supervisor itself never
 runs app code, so a broken update cannot take it down.
 """
 
@@ -40,12 +47,14 @@ if TYPE_CHECKING:
 
     from tether.device.slots import Slots
 
-__all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Supervisor", "device_command"]
+__all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Supervisor", "device_command", "supervise"]
 
 #: The exit status of a device process asking to be started again (`tether.device.runtime`).
 EXIT_REBOOT = 75
 #: The exit status of a device process that cannot start: a broken manifest or schema.
 EXIT_CONFIG = 78
+#: Seconds `Supervisor` lets `Supervisor.watch` or a stop request wait at most.
+_TICK = 0.5
 
 
 def device_command(
@@ -86,27 +95,33 @@ class Supervisor:
         command: returns the device process's command line; called before every start
             (so an OTA switch takes effect at the next start). It may set `watch`.
         on_exit: called with the exit status of every device process that ended on its
-            own (not stopped by the supervisor) and how long it ran, in seconds;
-            returns True to start the next one at once (an update was rolled back).
+            own (not stopped by the supervisor) and, when that end is a crash, what
+            happened (e.g. ``device process exited with status 1``; None for a clean
+            exit or a reboot); returns True to start the next one at once (an update
+            was rolled back).
         watch: called about twice a second while a device process runs; a reason
             (a string) stops that process and starts the next one at once.
         log: where the supervisor's own lines go.
         backoff_min, backoff_max: the delay after a crash, doubling.
         stable_after: seconds of running after which the backoff starts over.
         stop_timeout: seconds a device process gets to stop before SIGKILL.
+        reboot_window, reboot_limit: ``reboot_limit`` reboots in a row, each within
+            ``reboot_window`` seconds of its start, make a crash (a reboot loop).
     """
 
     def __init__(
         self,
         command: Callable[[], list[str]],
         *,
-        on_exit: Callable[[int, float], bool] | None = None,
+        on_exit: Callable[[int, str | None], bool] | None = None,
         watch: Callable[[], str | None] | None = None,
         log: TextIO | None = None,
         backoff_min: float = 1.0,
         backoff_max: float = 30.0,
         stable_after: float = 60.0,
         stop_timeout: float = 10.0,
+        reboot_window: float = 2.0,
+        reboot_limit: int = 5,
     ) -> None:
         self.command = command
         self.on_exit = on_exit
@@ -116,6 +131,8 @@ class Supervisor:
         self.backoff_max = backoff_max
         self.stable_after = stable_after
         self.stop_timeout = stop_timeout
+        self.reboot_window = reboot_window
+        self.reboot_limit = reboot_limit
         self.pid: int | None = None
         self.starts = 0
         self._stopping = False
@@ -139,66 +156,98 @@ class Supervisor:
             time.sleep(min(left, 0.1))
 
     def run(self) -> int:
-        """Supervise until asked to stop; returns the exit status of ``tether run``."""
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self.stop)
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
-        delay = self.backoff_min
+        """Supervise until asked to stop; returns the exit status of ``tether run``.
+
+        Installs handlers for SIGTERM, SIGINT and SIGHUP and blocks SIGCHLD while it
+        runs; both are restored when it returns.
+        """
+        handlers = {
+            sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
         try:
-            while not self._stopping:
-                started = time.monotonic()
-                self.starts += 1
-                command = self.command()
-                # The child starts with no signal blocked, whatever this process blocks.
-                self.pid = os.posix_spawn(command[0], command, os.environ, setsigmask=())
-                reason = self._run_one(self.pid)
-                ran = time.monotonic() - started
-                if self._stopping:
-                    break
-                if isinstance(reason, str):
-                    self._say(f"{reason}; starting again")
-                    delay = self.backoff_min
-                    continue
-                status = reason
-                if self.on_exit is not None and self.on_exit(status, ran):
-                    delay = self.backoff_min
-                    continue
-                if status == 0:
-                    self._say("device process stopped")
-                    return 0
-                if status == EXIT_REBOOT:
-                    self._say("rebooting")
-                    delay = self.backoff_min
-                    continue
-                if ran >= self.stable_after:
-                    delay = self.backoff_min
-                self._say(f"device process {_describe(status)}; starting again in {delay:.0f} s")
-                self._sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+            return self._loop()
         finally:
             self._terminate()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> int:
+        delay = self.backoff_min
+        quick_reboots = 0
+        while not self._stopping:
+            started = time.monotonic()
+            self.starts += 1
+            command = self.command()
+            try:
+                # The child starts with no signal blocked, whatever this process blocks.
+                self.pid = os.posix_spawn(command[0], command, os.environ, setsigmask=())
+            except OSError as exc:  # the interpreter went away, no memory, too many processes
+                self._say(f"cannot start the device process: {exc}; trying again in {delay:g} s")
+                self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            reason = self._run_one(self.pid)
+            ran = time.monotonic() - started
+            if self._stopping:
+                break
+            if isinstance(reason, str):
+                self._say(f"{reason}; starting again")
+                delay = self.backoff_min
+                continue
+            status = reason
+            crash: str | None = None
+            if status == EXIT_REBOOT:
+                quick_reboots = quick_reboots + 1 if ran < self.reboot_window else 0
+                if quick_reboots >= self.reboot_limit:
+                    crash = (
+                        f"device process rebooted {quick_reboots} times in a row, "
+                        f"each within {self.reboot_window:g} s of its start"
+                    )
+            else:
+                quick_reboots = 0
+                if status != 0:
+                    crash = f"device process {_describe(status)}"
+            if self.on_exit is not None and self.on_exit(status, crash):
+                delay = self.backoff_min
+                continue
+            if crash is None and status == 0:
+                self._say("device process stopped")
+                return 0
+            if crash is None:
+                self._say("rebooting")
+                delay = self.backoff_min
+                continue
+            if ran >= self.stable_after:
+                delay = self.backoff_min
+            self._say(f"{crash}; starting again in {delay:g} s")
+            self._sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
         return 0
 
     def _run_one(self, pid: int) -> int | str:
         """Wait for the device process: its exit status, or the reason `watch` gave to
-        stop it (it is then stopped)."""
-        if self.watch is None:
-            status = self._wait(pid)
-            self.pid = None
-            assert status is not None
-            return status
+        stop it (it is then stopped). Once the supervisor is asked to stop, the device
+        process is stopped (`_terminate`) and its status returned."""
         while True:
             status = self._wait(pid, os.WNOHANG)
             if status is not None:
                 self.pid = None
                 return status
-            if not self._stopping:
+            if self._stopping:
+                status = self._terminate()
+                assert status is not None
+                return status
+            if self.watch is not None:
                 reason = self.watch()
                 if reason is not None:
                     self._terminate()
                     return reason
-            # Wakes at once when a child ends (SIGCHLD is blocked, so it stays pending).
-            signal.sigtimedwait([signal.SIGCHLD], 0.5)
+            # Wakes at once when a child ends (SIGCHLD is blocked, so it stays pending),
+            # and at least every _TICK to see a stop request: a signal handler that runs
+            # during the wait does not end it (PEP 475).
+            signal.sigtimedwait([signal.SIGCHLD], _TICK)
 
     @staticmethod
     def _wait(pid: int, options: int = 0) -> int | None:
@@ -206,30 +255,49 @@ class Supervisor:
         done, status = os.waitpid(pid, options)
         return os.waitstatus_to_exitcode(status) if done else None
 
-    def _terminate(self) -> None:
+    def _terminate(self) -> int | None:
+        """Stop the device process, if one runs: SIGTERM, then SIGKILL after ``stop_timeout``
+        seconds; returns its exit status once it is reaped."""
         pid, self.pid = self.pid, None
         if pid is None:
-            return
+            return None
         _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
-        while self._wait(pid, os.WNOHANG) is None:
-            if time.monotonic() > deadline:
-                self._say(f"device process did not stop in {self.stop_timeout:.0f} s; killing it")
+        while (status := self._wait(pid, os.WNOHANG)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._say(f"device process did not stop in {self.stop_timeout:g} s; killing it")
                 _kill(pid, signal.SIGKILL)
-                self._wait(pid)
-                return
-            time.sleep(0.05)
+                return self._wait(pid)
+            signal.sigtimedwait([signal.SIGCHLD], left)
+        return status
 
 
 def supervise(
-    app_dir: str, state_dir: str, overrides: Sequence[str] = (), *, log: TextIO | None = None
+    app_dir: str,
+    state_dir: str,
+    overrides: Sequence[str] = (),
+    *,
+    log: TextIO | None = None,
+    supervisor: Supervisor | None = None,
 ) -> int:
     """Run the device of app_dir (or of its active OTA slot) until asked to stop.
+
+    Args:
+        app_dir: the factory app (``tether run APP_DIR``).
+        state_dir: the device's state directory.
+        overrides: ``--set`` assignments for the device process.
+        log: where the supervisor's own lines go (stderr by default).
+        supervisor: one with the limits to use (its command, watch and on_exit are set
+            here); a new one with the defaults when None.
 
     Returns:
         The exit status of ``tether run``.
     """
-    supervisor = Supervisor(lambda: [], log=log)
+    if supervisor is None:
+        supervisor = Supervisor(lambda: [], log=log)
+    elif log is not None:
+        supervisor.log = log
     boot_file = os.path.join(state_dir, "ota", "boot.json")
     loaded: list[Slots] = []
 
@@ -240,7 +308,12 @@ def supervise(
             from tether.device.slots import Slots
 
             loaded.append(Slots(state_dir, app_dir))
-            attempt("clean up old slots", loaded[0].collect)
+            aside = attempt("clean up old slots", loaded[0].collect)
+            if aside is not None:
+                supervisor._say(
+                    f"the OTA boot state is lost ({aside}): running the factory app; every installed "
+                    f"slot is kept until that file is removed"
+                )
         return loaded[0] if loaded else None
 
     def attempt(what: str, action: Callable[[], Any]) -> Any:
@@ -250,19 +323,17 @@ def supervise(
             supervisor._say(f"cannot {what}: {exc}")
             return None
 
-    def roll_back(slots: Slots, reason: str) -> None:
-        slot = attempt("roll back", lambda: slots.revert(error=reason))
-        if slot is not None:
-            supervisor._say(f"update failed ({reason}); rolled back to slot {slot}")
+    def roll_back_if_due(slots: Slots) -> str | None:
+        done = attempt("roll back", lambda: slots.roll_back_if_due(time.time()))
+        if done is None:
+            return None
+        reason, slot = done
+        supervisor._say(f"update failed ({reason}); rolled back to slot {slot}")
+        return str(reason)
 
     def watch() -> str | None:
         slots = ota()
-        if slots is None:
-            return None
-        reason: str | None = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
-        if reason is not None:
-            roll_back(slots, reason)
-        return reason
+        return None if slots is None else roll_back_if_due(slots)
 
     def command() -> list[str]:
         slots = ota()
@@ -270,23 +341,22 @@ def supervise(
             supervisor.watch = None
             return device_command(app_dir, state_dir, overrides, factory=app_dir)
         state = attempt("read the boot state", slots.boot_state)
+        if state is not None and not state.is_committed:
+            # Spec §6: the commit timer starts at the new version's first boot.
+            state = attempt("record the update's first start", slots.record_first_start)
         supervisor.watch = None if state is None or state.is_committed else watch
         app = attempt("find the active slot", slots.app_dir) or app_dir
         return device_command(str(app), state_dir, overrides, factory=app_dir)
 
-    def on_exit(status: int, ran: float) -> bool:
+    def on_exit(status: int, crash: str | None) -> bool:
         slots = ota()
-        if slots is None or status in (0, EXIT_REBOOT):
+        if slots is None or crash is None:
             return False
         state = attempt("read the boot state", slots.boot_state)
         if state is None or state.is_committed:
             return False
-        attempt("record the crash", lambda: slots.record_crash(f"device process {_describe(status)}"))
-        reason = attempt("read the boot state", lambda: slots.should_roll_back(time.time()))
-        if reason is None:
-            return False
-        roll_back(slots, reason)
-        return True
+        attempt("record the crash", lambda: slots.record_crash(crash))
+        return roll_back_if_due(slots) is not None
 
     supervisor.command = command
     supervisor.on_exit = on_exit
