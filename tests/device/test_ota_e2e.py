@@ -84,6 +84,8 @@ def test_an_app_that_crashes_on_start_is_rolled_back(app: Path, tmp_path: Path) 
             time.sleep(0.1)
         device.wait_version("1.0")
         assert "broken build" in device.log()
+        # The device that came back says so once (the event ota.failed, and its log).
+        assert device.log().count("the last update failed and was rolled back to slot 0") == 1
         status = device.call("OTA.Status")
         assert status["state"] == 2 and "crashed" in status["message"]
         assert boot_state(device)["is_committed"] is True

@@ -9,17 +9,12 @@ left behind, and `remove_stale_temporaries` deletes it at the next load.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from tether.files import fsync_directory, remove_stale_temporaries, write_atomic
+from tether.files import fsync_directory, move_aside, remove_stale_temporaries, write_atomic
 
 __all__ = ["encode", "fsync_directory", "move_aside", "remove_stale_temporaries", "write_atomic"]
-
-#: How many numbered names `move_aside` tries before it gives up.
-_MAX_ASIDE = 1000
 
 
 def encode(value: Any, *, indent: int | None = None) -> str:
@@ -66,19 +61,3 @@ def _encode(value: Any, indent: int | None, depth: int, parts: list[str]) -> Non
         parts.append(outer + "}")
     else:
         raise TypeError(f"a configuration holds no {type(value).__name__}")
-
-
-def move_aside(path: Path) -> Path:
-    """Rename a file that cannot be used to ``<name>.corrupt`` (or ``<name>.corrupt.N``
-    if that exists), so that nothing is lost; returns the new path.
-
-    Raises:
-        OSError: if it cannot be renamed (or every name up to ``.corrupt.1000`` is taken).
-    """
-    for n in range(_MAX_ASIDE + 1):
-        target = path.with_name(f"{path.name}.corrupt" + (f".{n}" if n else ""))
-        if not target.exists():
-            os.rename(path, target)
-            fsync_directory(path.parent)
-            return target
-    raise FileExistsError(f"no free name to move {path} aside")

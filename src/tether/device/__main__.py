@@ -13,9 +13,9 @@ import logging
 import signal
 import sys
 
-from tether.config.store import move_aside
 from tether.device.runtime import EXIT_CONFIG, EXIT_REBOOT, Runtime
 from tether.errors import ConfigError
+from tether.files import move_aside
 
 logger = logging.getLogger("tether.device")
 

@@ -13,7 +13,9 @@ Event names used by the runtime (``data`` in brackets):
   default route appeared or went away;
 - ``cloud.connected`` / ``cloud.disconnected`` [``{"cloud": "mqtt" | "rpc.ws"}``];
 - ``reboot`` [``{"delay": seconds}``]: the app is about to restart;
-- ``ota.status`` [the ``OTA.Status`` result].
+- ``ota.committed`` [``{"slot"}``]: ``device.commit()`` kept the update;
+- ``ota.failed`` [``{"slot", "error"}``]: at the first start after the supervisor rolled
+  an update back (it crashed, or was not committed in time).
 """
 
 from __future__ import annotations

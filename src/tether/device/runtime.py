@@ -52,7 +52,7 @@ from tether.device.services import metrics as metrics_service
 from tether.device.slots import Slots
 from tether.device.supervisor import EXIT_CONFIG, EXIT_REBOOT
 from tether.errors import ConfigError
-from tether.files import copy_atomic, write_atomic
+from tether.files import copy_atomic, sha256_file, write_atomic
 from tether.http import App
 from tether.http.static import StaticFiles
 from tether.rpc import Acl, DigestAuth, Dispatcher, Server
@@ -76,14 +76,6 @@ _PROTECTED_KEYS = (
 
 #: How often the network watcher reads the default route, in seconds.
 NET_POLL = 2.0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def install_app_files(manifest: Manifest, fs_root: Path, record: Path) -> list[str]:
@@ -112,7 +104,7 @@ def install_app_files(manifest: Manifest, fs_root: Path, record: Path) -> list[s
             if not source.is_file() or source.is_symlink():
                 continue
             relative = source.relative_to(base).as_posix()
-            digest = _sha256(source)
+            digest = sha256_file(source)
             hashes[relative] = digest
             target = fs_root / relative
             if not target.exists() or installed.get(relative) != digest:
@@ -322,6 +314,8 @@ class Runtime:
         self.events.emit("init.done")
         if self.slots is not None:
             state = self.slots.boot_state()
+            if state.is_committed and state.last_error:
+                self._report_failed_update(state.active_slot, state.last_error)
             if not state.is_committed and state.commit_timeout == 0:
                 self.commit()  # spec §6: a commit timeout of 0 commits once the app is up
             elif not state.is_committed:
@@ -329,7 +323,7 @@ class Runtime:
                     "running slot %d uncommitted: commit it (OTA.Commit, tether ota commit, device.commit()) "
                     "or it is rolled back%s",
                     state.active_slot,
-                    f" {state.commit_timeout} s after the update",
+                    f" {state.commit_timeout} s after its first start",
                 )
 
     def _dispatcher(self) -> Dispatcher:
@@ -386,10 +380,14 @@ class Runtime:
             )
         if "fs" in services:
             fs_service.register(self.dispatcher, self.fs_root, protected=self.protected_paths)
+        if "ota" in services or (self.state_dir / "ota" / "boot.json").exists():
+            # An update that arrived can always be committed, even by an app whose manifest
+            # no longer lists the OTA service (device.commit()).
+            self.slots = Slots(self.state_dir, self.factory_dir)
         if "ota" in services:
             from tether.device.services import ota as ota_service
 
-            self.slots = Slots(self.state_dir, self.factory_dir)
+            assert self.slots is not None
             ota_service.register(
                 self.dispatcher,
                 self.slots,
@@ -618,6 +616,18 @@ class Runtime:
         except OSError:
             return ""
         return f"{stamp}/{hashlib.sha256(data).hexdigest()[:8]}"
+
+    def _report_failed_update(self, slot: int, error: str) -> None:
+        """The supervisor rolled an update back (in its process): say so once, in the log and
+        as the event ``ota.failed`` {"slot", "error"}."""
+        reported = self.state_dir / "ota" / "failed-reported"
+        with contextlib.suppress(OSError):
+            if reported.read_text(encoding="utf-8") == error:
+                return
+        logger.error("the last update failed and was rolled back to slot %d: %s", slot, error)
+        self.events.emit("ota.failed", {"slot": slot, "error": error})
+        with contextlib.suppress(OSError):
+            write_atomic(reported, error.encode())
 
     def commit(self) -> bool:
         """Commit the running OTA update; False if there is none to commit."""
