@@ -782,3 +782,13 @@ async def test_on_disconnect_sees_every_lost_connection() -> None:
         await c.connect()
         await c.disconnect()
     assert seen == [None]  # a disconnect of the client's own is clean
+
+
+def test_the_password_of_a_url_stays_out_of_errors_and_logs() -> None:
+    from tether.mqtt import Client
+
+    with pytest.raises(ValueError) as info:
+        Client("mqtt://user:s3cret@/no-host")
+    assert "s3cret" not in str(info.value) and "mqtt:///no-host" in str(info.value)
+    client = Client("mqtt://user:s3cret@127.0.0.1:1")
+    assert client._shown_url == "mqtt://127.0.0.1:1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.ws.uri import WebSocketURI, parse_uri
+from tether.ws.uri import WebSocketURI, parse_uri, without_userinfo
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,16 @@ def test_repr_hides_the_password() -> None:
     text = repr(parse_uri("wss://user:hunter2@example.com/"))
     assert "hunter2" not in text
     assert "user" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mqtt://user:pw@host:1883", "mqtt://host:1883"),
+        ("wss://token@example.com/rpc?x=1", "wss://example.com/rpc?x=1"),
+        ("ws://host/a@b", "ws://host/a@b"),
+        ("http://host", "http://host"),
+    ],
+)
+def test_without_userinfo(url: str, shown: str) -> None:
+    assert without_userinfo(url) == shown

@@ -67,6 +67,7 @@ from tether.mqtt.protocol import (
     Unsubscribed,
 )
 from tether.mqtt.store import Outbox
+from tether.ws.uri import without_userinfo
 
 __all__ = ["Client", "MessageStream"]
 
@@ -471,6 +472,7 @@ class Client:
         "_response_topic",
         "_responses",
         "_server_hostname",
+        "_shown_url",
         "_space_waiters",
         "_ssl",
         "_started",
@@ -530,15 +532,17 @@ class Client:
     ) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
+        shown = without_userinfo(url)  # what logs and errors show: never the password
         if scheme not in _DEFAULT_PORTS:
-            raise ValueError(f"URL {url!r} is not mqtt://, mqtts://, ws:// or wss://")
+            raise ValueError(f"URL {shown!r} is not mqtt://, mqtts://, ws:// or wss://")
         if not parts.hostname:
-            raise ValueError(f"URL {url!r} has no host")
+            raise ValueError(f"URL {shown!r} has no host")
         if version not in (MQTT_3_1_1, MQTT_5):
             raise ValueError(f"MQTT version {version!r} is not 4 (3.1.1) or 5 (5.0)")
         if ssl is not None and scheme in ("mqtt", "ws"):
             raise ValueError(f"ssl given for a {scheme}:// URL")
         self.url = url
+        self._shown_url = shown
         self.scheme = scheme
         self.host = parts.hostname
         self.port = parts.port or _DEFAULT_PORTS[scheme]
@@ -705,7 +709,7 @@ class Client:
 
     def _retry_later(self, message: str, error: BaseException | None) -> None:
         delay = self._backoff.next()
-        logger.info(message, self.url, error, delay)
+        logger.info(message, self._shown_url, error, delay)
         assert self._loop is not None
         self._reconnect_handle = self._loop.call_later(delay, self._start_reconnect)
 
@@ -757,7 +761,9 @@ class Client:
                 core.connection_lost()
             self._link = None
             if isinstance(exc, asyncio.TimeoutError):
-                raise Timeout(f"connecting to {self.url} timed out after {self.connect_timeout} s") from exc
+                raise Timeout(
+                    f"connecting to {self._shown_url} timed out after {self.connect_timeout} s"
+                ) from exc
             raise
         finally:
             self._connack = None  # the Connected event is not kept
@@ -919,7 +925,7 @@ class Client:
         self._flush()
         if core.state is State.CLOSED:
             if core.error is not None:
-                logger.warning("closing the connection to %s: %s", self.url, core.error)
+                logger.warning("closing the connection to %s: %s", self._shown_url, core.error)
             link.close()
 
     def _link_lost(self, link: _Link, exc: BaseException | None) -> None:
@@ -941,7 +947,7 @@ class Client:
             self._lost.set_result(error)
         if not was_connected:
             return  # lost while opening: the task that opens it fails, and decides
-        logger.info("disconnected from %s: %s", self.url, error or "closed")
+        logger.info("disconnected from %s: %s", self._shown_url, error or "closed")
         if self.on_disconnect is not None:
             self._callback(self.on_disconnect, self, error)
         if self._closing:
@@ -1001,7 +1007,7 @@ class Client:
         core = self.session
         if self._store is not None:
             self._store.claim(core.client_id)
-        logger.info("connected to %s (session present: %s)", self.url, event.session_present)
+        logger.info("connected to %s (session present: %s)", self._shown_url, event.session_present)
         self._up = True
         # Send again any SUBSCRIBE/UNSUBSCRIBE that was waiting for its answer, and when
         # the server has no subscriptions for us, make them again.
@@ -1108,7 +1114,7 @@ class Client:
         core.tick(self._loop.time())
         self._flush()
         if core.state is State.CLOSED:
-            logger.warning("closing the connection to %s: %s", self.url, core.error)
+            logger.warning("closing the connection to %s: %s", self._shown_url, core.error)
             link.abort()
 
     def _store_has_room(self, size: int) -> bool:

@@ -43,6 +43,7 @@ from tether.rpc.channels import RpcMount, mount_rpc
 from tether.rpc.channels.dialout import DialOut
 from tether.rpc.channels.serial import configure_tty, serve_serial
 from tether.rpc.dispatch import Dispatcher
+from tether.ws.uri import without_userinfo
 
 if TYPE_CHECKING:  # imported when used: a device without MQTT doesn't load the MQTT client
     from tether.mqtt.client import Client as MqttClient
@@ -223,7 +224,7 @@ class Server:
             *self.urls,
             *([f"mqtt {self.device_id}/rpc"] if self.mqtt is not None else []),
             *([f"serial {self.serial}"] if self.serial is not None else []),
-            *([f"dial-out {_without_userinfo(self.dial_out.url)}"] if self.dial_out is not None else []),
+            *([f"dial-out {without_userinfo(self.dial_out.url)}"] if self.dial_out is not None else []),
         ]
 
     def method(
@@ -379,13 +380,6 @@ class Server:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-
-def _without_userinfo(url: str) -> str:
-    """url without ``user:password@``, for logs."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    return scheme + sep + authority.rpartition("@")[2] + slash + path
 
 
 def _log_serial_end(task: asyncio.Task[None]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["WebSocketURI", "parse_uri"]
+__all__ = ["WebSocketURI", "parse_uri", "without_userinfo"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,10 @@ def parse_uri(uri: str) -> WebSocketURI:
     username = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
     return WebSocketURI(secure, parts.hostname, port, path, username, password)
+
+
+def without_userinfo(url: str) -> str:
+    """url without its ``user:password@``: what logs and error messages may show."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return scheme + sep + authority.rpartition("@")[2] + slash + path
