@@ -122,14 +122,17 @@ async def client(target: str, port: int, scenario: str, calls: int, server_pid: 
     for ready in readies:
         await ready.wait()
     server_cpu = cpu_seconds(server_pid)
+    client_cpu = time.process_time()  # this process's CPU: the client's, steadier than calls/s
     start = time.perf_counter()
     go.set()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
     total = per_connection * connections
     return {
         "calls_per_s": total / elapsed,
         "server_cpu_us": (cpu_seconds(server_pid) - server_cpu) / total * 1e6,
+        "client_cpu_us": client_cpu / total * 1e6,
     }
 
 
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"run {run + 1}/{args.runs} {target:4} {scenario:8} "
                             f"{result['calls_per_s']:10,.0f} calls/s "
-                            f"{result['server_cpu_us']:7.1f} µs server CPU/call",
+                            f"{result['server_cpu_us']:7.1f} µs server, "
+                            f"{result['client_cpu_us']:7.1f} µs client CPU/call",
                             file=sys.stderr,
                         )
     finally:
@@ -237,18 +241,24 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": rpc_rate / echo_rate,
                 "rpc_server_cpu_us": median("rpc", scenario, "server_cpu_us"),
                 "echo_server_cpu_us": median("echo", scenario, "server_cpu_us"),
+                "rpc_client_cpu_us": median("rpc", scenario, "client_cpu_us"),
+                "echo_client_cpu_us": median("echo", scenario, "client_cpu_us"),
             }
         )
     print(
         f"\ntether {tether_source()}, Python {sys.version.split()[0]}, {cpu_model()}, "
         f"medians of {args.runs}, {args.calls:,} calls per measurement\n"
     )
-    print("| scenario | RPC calls/s | WS echo round trips/s | RPC ÷ echo | server CPU µs/call, RPC | echo |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| scenario | RPC calls/s | WS echo round trips/s | RPC ÷ echo "
+        "| server CPU µs/call, RPC | echo | client CPU µs/call, RPC | echo |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
             f"| {row['scenario']} | {row['rpc_calls_per_s']:,.0f} | {row['echo_round_trips_per_s']:,.0f} | "
-            f"{row['ratio']:.2f} | {row['rpc_server_cpu_us']:.1f} | {row['echo_server_cpu_us']:.1f} |"
+            f"{row['ratio']:.2f} | {row['rpc_server_cpu_us']:.1f} | {row['echo_server_cpu_us']:.1f} | "
+            f"{row['rpc_client_cpu_us']:.1f} | {row['echo_client_cpu_us']:.1f} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"samples": samples, "medians": rows}, indent=2))

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,42 @@ async def test_pending_calls_fail_when_the_server_goes_away() -> None:
 async def test_connect_rejects_unknown_schemes() -> None:
     with pytest.raises(ValueError, match="unknown RPC port scheme"):
         await rpc.connect("gopher://127.0.0.1/rpc")
+
+
+async def test_websocket_client_that_does_not_read_holds_the_server_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Replies fill the server's write buffer: its channel stops answering (and reading)
+    # until they drain, then answers every request, in order.
+    from tether.ws.server import ServerWebSocket
+
+    held = asyncio.Event()
+    drain = ServerWebSocket.drain
+
+    async def watched_drain(self: ServerWebSocket) -> None:
+        held.set()
+        await drain(self)
+
+    monkeypatch.setattr(ServerWebSocket, "drain", watched_drain)
+    calls, text = 3000, "x" * 3500  # ~10 MB of replies: more than the socket buffers hold
+    dispatcher = make_dispatcher()
+    dispatcher.add_handler("Same", lambda call: call.params)  # answers at once, in the receive path
+    async with (
+        running(dispatcher) as port,
+        ws.connect(f"ws://127.0.0.1:{port}/rpc", ping_interval=None) as conn,
+    ):
+        sock = conn._transport.get_extra_info("socket")  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2**16)  # no autotuning up to 32 MB
+
+        async def send_all() -> None:
+            for n in range(calls):
+                await conn.send(f'{{"id":{n + 1},"method":"Same","params":"{text}"}}')
+
+        sending = asyncio.ensure_future(send_all())
+        await held.wait()  # the server waits for this client to read
+        ids = [json.loads(await conn.recv())["id"] for _ in range(calls)]
+        await sending
+        assert ids == list(range(1, calls + 1))
+        # Still served normally afterwards.
+        await conn.send('{"id":"last","method":"Sum","params":{"a":1,"b":1}}')
+        assert json.loads(await conn.recv())["result"] == 2

@@ -150,3 +150,28 @@ async def test_no_credentials_gets_401(device: Dispatcher) -> None:
     core.call("Config.Get")
     [failed] = await exchange(core, device)
     assert isinstance(failed, CallFailed) and failed.error.code == 401
+
+
+def test_receive_result_is_the_fast_path_of_receive_frame() -> None:
+    core = RpcClientCore("mos", rng=random.Random(1))
+    call_id = core.call("Sum", {"a": 1})
+    other = core.call("Sum", {"a": 2})
+    assert core.receive_result(f'{{"id":{call_id},"src":"dev","result":3}}') == (call_id, 3)
+    assert core.pending == 1 and core.events_received() == []
+    # Once matched, the call is done: the same reply again matches nothing.
+    assert core.receive_result(f'{{"id":{call_id},"result":3}}') is None
+    core.receive_frame(f'{{"id":{call_id},"result":3}}')
+    assert core.events_received() == []
+    # Anything but a success for a waiting call changes nothing: receive_frame takes it.
+    for frame in (
+        f'{{"id":{other},"error":{{"code":400,"message":"bad"}}}}',
+        f'{{"id":{other},"method":"X"}}',
+        f' {{"id":{other},"result":4}}',
+        f'{{"id":"{other}","result":4}}',
+        "{nope",
+        f'{{"id":{other},"result":4}}'.encode(),
+    ):
+        assert core.receive_result(frame) is None
+        assert core.pending == 1
+    core.receive_frame(f'{{"id":{other},"result":4}}'.encode())
+    assert core.events_received() == [CallResult(other, 4)]

@@ -343,3 +343,22 @@ async def test_sync_handler_failures_leave_nothing_pending(caplog: pytest.LogCap
     assert (await call(d, "Refuses"))["error"] == {"code": 418, "message": "teapot"}
     assert await d.handle('{"method":"Fails"}', channel="WS_in") is None  # a notification
     assert d.pending == 0
+
+
+async def test_the_call_a_handler_gets_is_a_whole_frozen_dataclass() -> None:
+    import dataclasses
+
+    d = Dispatcher("dev")
+    got: list[Call] = []
+    d.add_handler("Keep", got.append)
+    reply = await d.handle(
+        b'{"id":7,"src":"me","method":"Keep","params":{"a":1}}', channel="WS_in", peer="p:1"
+    )
+    assert reply == b'{"id":7,"src":"dev","dst":"me","result":null}'
+    (received,) = got
+    # Built without __init__ (frames._frozen): every field, in order, and still frozen.
+    assert list(vars(received)) == [f.name for f in dataclasses.fields(Call)]
+    assert received == Call({"a": 1}, received.request, "WS_in", "p:1", None, None)
+    assert received.method == "Keep" and received.request.id_json == "7"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        received.peer = "other"  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -318,6 +319,10 @@ def test_encode_request_repeated_calls(fields: dict[str, Any]) -> None:
         ('{"id":12}', None),
         ('{"id":12,"result":"\u00e9"}', None),
         ('{"id":12,"result":', None),
+        ('{"id":12,"result":1} ', None),
+        ('{"id":12,"result":NaN}', None),
+        ("{", None),
+        ("{" + "[" * 100000, None),  # too deep for the decoder
         ("[1]", None),
         (b'{"id":12,"result":1}', None),
     ],
@@ -329,3 +334,21 @@ def test_parse_result(data: str | bytes, expected: tuple[str, Any] | None) -> No
         assert isinstance(frame, Response) and frame.ok
         assert (frame.id_json, frame.result) == expected
     assert parse_result('{"id":12,"result":1}', max_size=10) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id":1099511627776,"src":"mos","method":"RPC.Ping"}',
+        '{"method":"Sum","args":[1],"dst":"dev","tag":"t","auth":{"username":"u"},"id":"x"}',
+        ' {"id":1.0,"method":"Sum","src":5}',
+    ],
+)
+def test_parsed_requests_are_whole_frozen_dataclasses(text: str) -> None:
+    request = parse_frame(text)
+    assert isinstance(request, Request)
+    # Built without __init__ (frames._frozen): every field, in order, and still frozen.
+    assert list(vars(request)) == [f.name for f in dataclasses.fields(Request)]
+    assert request == Request(**vars(request))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.method = "other"  # type: ignore[misc]

@@ -149,6 +149,23 @@ class RpcClientCore:
         events, self._events = self._events, []
         return events
 
+    def receive_result(self, data: bytes | bytearray | memoryview | str) -> tuple[int, Any] | None:
+        """The fast path of `receive_frame` for what a client mostly gets: a successful reply.
+
+        Returns:
+            (id, result) when data is a successful response to a waiting call (as
+            `tether.rpc.frames.parse_result` finds them); the call is then done, and
+            no `CallResult` is queued for it. Otherwise None, and nothing changed:
+            pass data to `receive_frame`.
+        """
+        success = parse_result(data, max_size=self.max_frame_size)
+        if success is None:
+            return None
+        done = self._pending.pop(success[0], None)
+        if done is None:
+            return None
+        return done.id, success[1]
+
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> None:
         """Take one frame the peer sent.
 

@@ -63,6 +63,7 @@ class RpcClient:
         self.timeout = timeout
         self.on_request = on_request
         self.core = RpcClientCore(src, dst=dst, credentials=credentials, max_pending=max_pending)
+        self._loop = asyncio.get_running_loop()  # once: each get_running_loop() costs a getpid()
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._closed: ConnectionClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,9 +73,12 @@ class RpcClient:
         # the last one's gets a timer of its own.
         self._deadlines: deque[tuple[float, asyncio.Future[Any], str, float]] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        if not (
-            isinstance(transport, WebSocketTransport) and transport.attach(self._receive, self._start_reader)
-        ):
+        # Over a WebSocket, a call writes its frame at once (send_nowait) and the connection
+        # hands each reply to _receive: no task but the caller's wakes up.
+        self._send_text: Callable[[str], bool] | None = None
+        if isinstance(transport, WebSocketTransport) and transport.attach(self._receive, self._start_reader):
+            self._send_text = transport.ws.send_nowait
+        else:
             self._start_reader()
 
     def __repr__(self) -> str:
@@ -105,7 +109,7 @@ class RpcClient:
         core = self.core
         evicts = core.pending >= core.max_pending  # then the oldest call fails with 429
         call_id = core.call(method, params, dst=dst)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future = loop.create_future()
         self._waiters[call_id] = future
         if evicts:
@@ -123,11 +127,12 @@ class RpcClient:
             if self._timer is None:
                 self._timer = loop.call_at(deadline, self._expire_due)
         try:
+            send_text = self._send_text
             transport = self.transport
             for frame in core.frames_to_send():
-                if type(transport) is WebSocketTransport:
-                    if not transport.send_nowait(frame):
-                        await transport.drain()
+                if send_text is not None:
+                    if not send_text(frame.decode("utf-8")):
+                        await transport.drain()  # type: ignore[attr-defined]  # a WebSocketTransport
                     continue
                 send = transport.send(frame)
                 if isinstance(transport, HttpTransport):
@@ -140,13 +145,15 @@ class RpcClient:
                 else:
                     await send
             return await future
+        except BaseException:
+            core.cancel(call_id)  # a late reply is then ignored (a reply that came forgot it)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
             if not future.done():
                 future.cancel()  # the send failed: its deadline must not set an exception
             del self._waiters[call_id]
-            core.cancel(call_id)
             deadlines = self._deadlines
             while deadlines and deadlines[0][1].done():
                 deadlines.popleft()
@@ -157,7 +164,7 @@ class RpcClient:
     def _expire_due(self) -> None:
         """Fail the calls whose deadline passed, then wait for the next deadline."""
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         now = loop.time()
         deadlines = self._deadlines
         while deadlines:
@@ -237,12 +244,18 @@ class RpcClient:
 
     def _start_reader(self) -> None:
         if self._reader is None and self._closed is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._reader = self._loop.create_task(self._read())
 
     def _receive(self, frame: str | bytes) -> None:
         """Take one frame: from the reader task, or straight from a WebSocket's receive path."""
         core = self.core
         try:
+            matched = core.receive_result(frame)
+            if matched is not None:  # the usual case: one call succeeded
+                future = self._waiters.get(matched[0])
+                if future is not None and not future.done():
+                    future.set_result(matched[1])
+                return
             core.receive_frame(frame)
         except InvalidFrame as exc:
             logger.info("ignoring an invalid frame: %s", exc)
@@ -251,7 +264,7 @@ class RpcClient:
         if resend:
             # §4: the digest retry. Sent from a task: an HTTP send waits for its answer,
             # which the reader must be free to take.
-            task = asyncio.get_running_loop().create_task(self._resend(resend))
+            task = self._loop.create_task(self._resend(resend))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._process_events()

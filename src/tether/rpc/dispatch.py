@@ -32,7 +32,15 @@ from tether.errors import RpcError
 from tether.rpc import schema
 from tether.rpc.acl import Acl, Verdict
 from tether.rpc.auth import DigestAuth, challenge_message
-from tether.rpc.frames import MAX_FRAME_SIZE, Reply, Request, WrongDestination, encode_result, parse_frame
+from tether.rpc.frames import (
+    MAX_FRAME_SIZE,
+    Reply,
+    Request,
+    WrongDestination,
+    _frozen,
+    encode_result,
+    parse_frame,
+)
 from tether.rpc.patterns import compile_glob, is_glob
 
 __all__ = ["DEADLINE_EXCEEDED", "Call", "Dispatcher", "Handler", "HandlerInfo"]
@@ -329,7 +337,7 @@ class Dispatcher:
         and the built-ins), no nested coroutines.
         """
         request = parse_frame(data, max_size=self.max_frame_size)
-        if not isinstance(request, Request):
+        if type(request) is not Request:
             return None  # §1 "Matching": responses go to a client; here nothing waits.
         if request.dst and request.dst not in self.local_ids:
             raise WrongDestination(f"dst {request.dst!r} is not this device")
@@ -463,10 +471,11 @@ class Dispatcher:
         push: Callable[[bytes], bool] | None = None,
     ) -> tuple[HandlerInfo, Call]:
         """Steps 3-6: the handler and its `Call`; raises RpcError 404, 401, 403, 400, 429."""
-        info = self.lookup(request.method)
+        method = request.method
+        info = self.lookup(method) if self._globs else self._exact.get(method.lower())
         if info is None:
-            raise RpcError(404, f"No handler for {request.method}")
-        user = self._authorize(request, channel, channel_user)
+            raise RpcError(404, f"No handler for {method}")
+        user = channel_user if self.acl is None else self._authorize(request, channel, channel_user)
         params = {} if request.params is None else request.params
         if info.args is not None:
             try:
@@ -475,7 +484,18 @@ class Dispatcher:
                 raise RpcError(400, str(exc)) from None
         if self._pending >= self.max_pending:
             raise RpcError(429, "Request queue overflow")
-        return info, Call(params, request, channel, peer, user, push)
+        call: Call = _frozen(
+            Call,
+            {
+                "params": params,
+                "request": request,
+                "channel": channel,
+                "peer": peer,
+                "user": user,
+                "push": push,
+            },
+        )
+        return info, call
 
     def _authorize(self, request: Request, channel: str, channel_user: str | None) -> str | None:
         """Apply the ACL (§4); returns the user, raises RpcError 400/401/403/500."""

@@ -13,10 +13,13 @@ a bad ``id``, too big, another device's ``dst``) closes the connection with the
 error's close code (1007, or 1009 for a frame over the limit), as the firmware
 closes a non-persistent channel (§1.1 step 1).
 
-To save a task and a turn of the loop per call, a handler that does not wait
-(most, and the built-ins) is answered at once, inside the receive loop, with no
-coroutine at all (`Dispatcher._handle_now`); the coroutine that finishes a
-handler that waits is stepped once in place and handed to a task where it stopped.
+To save a task wake-up and a turn of the loop per call, each message is handled
+in the connection's receive path (`tether.ws.WebSocket.set_message_handler`), and
+a handler that does not wait (most, and the built-ins) is answered there at once,
+with no coroutine at all (`Dispatcher._handle_now`); the rest of a handler that
+waits runs in a task. After an invalid frame, or once the replies fill the write
+buffer (a client that does not read them), the connection's task reads the
+messages itself instead, and waits for the buffer to drain before the next one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
@@ -33,6 +37,7 @@ from tether.http.auth import DigestAuth as HttpDigestAuth
 from tether.http.parser import HTTPError
 from tether.rpc.dispatch import Dispatcher
 from tether.rpc.frames import InvalidFrame
+from tether.ws.connection import Data
 from tether.ws.server import ServerWebSocket
 
 __all__ = ["SUBPROTOCOLS", "WebSocketChannel", "format_peer", "mount_websocket"]
@@ -160,9 +165,12 @@ class WebSocketChannel:
         channel = self.channel
         user = self._user(ws)
         peer = format_peer(ws.remote_address)
+        loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
         invalid: list[InvalidFrame] = []
+        backlog: deque[Data] = deque()  # what came after the replies could not be written
         blocked = False
+        wake: asyncio.Future[None] = loop.create_future()  # set at an invalid frame or when blocked
 
         def done(reply: bytes | None) -> None:
             nonlocal blocked
@@ -171,38 +179,76 @@ class WebSocketChannel:
             try:
                 if not ws.send_nowait(reply.decode("utf-8")):
                     blocked = True
+                    if not wake.done():
+                        wake.set_result(None)
             except ConnectionClosed:
                 pass
 
         def failed(exc: BaseException) -> None:
             if isinstance(exc, InvalidFrame):
                 invalid.append(exc)
+                if not wake.done():
+                    wake.set_result(None)
             else:  # pragma: no cover - handle() answers every handler failure itself
                 logger.error("rpc on %s failed", peer, exc_info=exc)
 
         def push(frame: bytes) -> bool:
             return ws.send_nowait(frame.decode("utf-8"))
 
+        async def finish(rest: Coroutine[Any, Any, bytes | None]) -> None:
+            try:
+                reply = await rest
+            except Exception as exc:
+                failed(exc)
+            else:
+                done(reply)
+
+        def serve(message: Data) -> None:
+            try:
+                reply = handle_now(message, channel, peer, user, push)
+            except Exception as error:
+                failed(error)
+            else:
+                if reply is None or isinstance(reply, bytes):
+                    done(reply)
+                else:  # a handler that waits: the rest in a task (asyncio.timeout() needs one)
+                    task = loop.create_task(finish(reply))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+        def on_message(message: Data) -> None:
+            # In the connection's receive path: no task wakes up for a call.
+            if invalid:
+                return  # the connection closes; what follows the invalid frame gets no answer
+            if blocked:
+                backlog.append(message)  # the rest of the data just read, at most
+                return
+            serve(message)
+
+        closed = asyncio.ensure_future(ws.wait_closed())
         try:
-            async for message in ws:
-                try:
-                    reply = handle_now(message, channel, peer, user, push)
-                except Exception as error:
-                    failed(error)
-                else:
-                    if reply is None or isinstance(reply, bytes):
-                        done(reply)
-                    else:
-                        step(reply, done, failed, tasks)
-                if invalid:
-                    exc = invalid[0]
-                    logger.info("invalid frame from %s: %s; closing", peer, exc)
-                    await ws.close(exc.close_code, str(exc)[:120])
-                    return
+            ws.set_message_handler(on_message)
+            await asyncio.wait((wake, closed), return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():
+                return
+            # An invalid frame, or a client that does not read its replies: from here on
+            # this task reads, as the echo does. What comes waits in the connection's queue,
+            # which pauses reading when full, and a Close behind it is answered in order.
+            ws.set_message_handler(None)
+            while not invalid:
                 if blocked:
                     blocked = False
-                    await ws.drain()  # a client that does not read its replies waits for them
+                    await ws.drain()  # until the client reads its replies
+                elif backlog:
+                    serve(backlog.popleft())
+                else:
+                    serve(await ws.recv())  # raises ConnectionClosed at the end
+            exc = invalid[0]
+            logger.info("invalid frame from %s: %s; closing", peer, exc)
+            await ws.close(exc.close_code, str(exc)[:120])
         finally:
+            ws.set_message_handler(None)
+            closed.cancel()
             for task in tasks:
                 task.cancel()
 
