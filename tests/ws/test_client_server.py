@@ -826,3 +826,30 @@ def test_message_handler_takes_messages_from_the_receive_path() -> None:
             assert await client.recv() == "back to recv"
 
     run(main())
+
+
+def test_a_message_handler_may_remove_itself_while_queued_messages_replay() -> None:
+    async def main() -> None:
+        async def two(ws: Any) -> None:
+            await ws.send("first")
+            await ws.send("second")
+            await ws.recv()
+
+        async with (
+            tether.ws.serve(two, "127.0.0.1", 0) as server,
+            tether.ws.connect(f"ws://127.0.0.1:{server.port}/") as client,
+        ):
+            while len(client._messages or ()) < 2:
+                await asyncio.sleep(0.001)
+            got: list[Any] = []
+
+            def once(message: Any) -> None:
+                got.append(message)
+                client.set_message_handler(None)  # the rest goes back to recv()
+
+            client.set_message_handler(once)
+            assert got == ["first"]
+            assert await asyncio.wait_for(client.recv(), 5) == "second"
+            await client.send("done")
+
+    run(main())

@@ -309,7 +309,7 @@ class WebSocket(asyncio.Protocol):
             raise InvalidState("set_message_handler() while recv() waits")
         self._handler = handler
         messages = self._messages
-        while handler is not None and messages and type(messages[0]) in (str, bytes):
+        while self._handler is not None and messages and type(messages[0]) in (str, bytes):
             self._deliver(messages.popleft())
         if self._reading_paused and not messages and self._transport is not None:
             self._reading_paused = False
