@@ -497,6 +497,12 @@ STANDARD_ENTRIES: Sequence[list[Any]] = (
     ["rpc.auth_domain", "s", "RPC", _title("Realm of in-frame authentication")],
     ["rpc.auth_file", "s", _title("htdigest file of in-frame authentication")],
     ["rpc.auth_algo", "i", 0, _title("Digest algorithm: 0 MD5, 1 SHA-256")],
+    [
+        "rpc.cors_origins",
+        "s",
+        "",
+        _title("Web origins that may call besides the device's own (comma list; * for any)"),
+    ],
     ["rpc.ws", "o", _title("RPC over an outbound WebSocket")],
     ["rpc.ws.enable", "b", True, _title("Enable")],
     ["rpc.ws.server_address", "s", _title("ws:// or wss:// address to dial")],

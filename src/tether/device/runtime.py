@@ -56,6 +56,7 @@ from tether.files import copy_atomic, sha256_file, write_atomic
 from tether.http import App
 from tether.http.static import StaticFiles
 from tether.rpc import Acl, DigestAuth, Dispatcher, Server
+from tether.rpc.channels import OriginPolicy
 
 __all__ = ["EXIT_CONFIG", "EXIT_REBOOT", "Runtime"]
 
@@ -279,6 +280,7 @@ class Runtime:
                 http=config["http.listen_addr"] if http_on else None,
                 app=http_app if http_on else None,
                 ssl=self._http_ssl() if http_on else None,
+                origins=OriginPolicy.parse(config["rpc.cors_origins"]),
                 dial_out=self._dial_out_url(),
                 dial_out_ssl=self._dial_out_ssl(),
                 reconnect_min=config["rpc.ws.reconnect_interval_min"],

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tether.http.app import App
 from tether.http.server import Server as HttpServer
 from tether.http.server import serve as http_serve
-from tether.rpc.channels import RpcMount, mount_rpc
+from tether.rpc.channels import OriginPolicy, RpcMount, mount_rpc
 from tether.rpc.channels.dialout import DialOut
 from tether.rpc.channels.serial import configure_tty, serve_serial
 from tether.rpc.dispatch import Dispatcher
@@ -136,6 +136,8 @@ class Server:
         app: the caller's `tether.http.App`, with routes of its own; ``/rpc`` is mounted
             on it. None for a new App.
         ssl: an SSLContext (`tether.tls.server_context`) to serve HTTPS and WSS.
+        origins: web pages of other origins allowed to call over HTTP and WebSocket
+            (`tether.rpc.channels.OriginPolicy`); by default only the server's own.
         mqtt: a `tether.mqtt.Client` the caller owns and connects; the server serves
             ``<device_id>/rpc`` and ``<device_id>/rpc/#`` on it, and does not close it.
         dial_out: ``rpc.ws.server_address``: the ``ws://`` or ``wss://`` URL of a
@@ -171,6 +173,7 @@ class Server:
         http: str | int | None = "127.0.0.1:8000",
         app: App | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        origins: OriginPolicy | None = None,
         mqtt: MqttClient | None = None,
         dial_out: str | None = None,
         dial_out_ssl: ssl_module.SSLContext | None = None,
@@ -196,7 +199,7 @@ class Server:
         self.mount: RpcMount | None = None
         if http is not None:
             self.app = App() if app is None else app
-            self.mount = mount_rpc(self.app, dispatcher)
+            self.mount = mount_rpc(self.app, dispatcher, origins=origins)
         self.mqtt = mqtt
         self.serial = serial
         self.dial_out = (

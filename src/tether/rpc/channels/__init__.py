@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from tether.http.app import App
 from tether.rpc.channels.dialout import DialOut
 from tether.rpc.channels.http import HttpChannel, http_digest_for, mount_http
+from tether.rpc.channels.origin import OriginPolicy
 from tether.rpc.channels.ws import WebSocketChannel, mount_websocket
 from tether.rpc.dispatch import Dispatcher
 
-__all__ = ["DialOut", "HttpChannel", "RpcMount", "WebSocketChannel", "mount_rpc"]
+__all__ = ["DialOut", "HttpChannel", "OriginPolicy", "RpcMount", "WebSocketChannel", "mount_rpc"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ def mount_rpc(
     websocket: bool = True,
     http: bool = True,
     ping_interval: float | None = 20.0,
+    origins: OriginPolicy | None = None,
 ) -> RpcMount:
     """Serve dispatcher on path of app: WebSocket (§2.1), HTTP frame and REST modes (§2.2).
 
@@ -56,6 +58,9 @@ def mount_rpc(
         websocket: mount the WebSocket channel (``rpc.ws.enable``).
         http: mount the HTTP channel (``rpc.http_enable``).
         ping_interval: seconds between WebSocket keepalive pings, None for none.
+        origins: the web pages of other origins that may call (`OriginPolicy`; ``["*"]``
+            for any, as Mongoose OS); by default a web page may call only from the
+            server's own origin, and programs that are not browsers always may.
 
     Returns:
         The mounted channels.
@@ -65,9 +70,11 @@ def mount_rpc(
     """
     http_auth = http_digest_for(dispatcher)
     ws_channel = (
-        mount_websocket(app, dispatcher, path, http_auth=http_auth, ping_interval=ping_interval)
+        mount_websocket(
+            app, dispatcher, path, http_auth=http_auth, ping_interval=ping_interval, origins=origins
+        )
         if websocket
         else None
     )
-    http_channel = mount_http(app, dispatcher, path, http_auth=http_auth) if http else None
+    http_channel = mount_http(app, dispatcher, path, http_auth=http_auth, origins=origins) if http else None
     return RpcMount(ws_channel, http_channel)

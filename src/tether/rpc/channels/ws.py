@@ -35,6 +35,7 @@ from tether.errors import ConnectionClosed
 from tether.http.app import App
 from tether.http.auth import DigestAuth as HttpDigestAuth
 from tether.http.parser import HTTPError
+from tether.rpc.channels.origin import OriginPolicy
 from tether.rpc.dispatch import Dispatcher
 from tether.rpc.frames import InvalidFrame
 from tether.ws.connection import Data
@@ -261,6 +262,7 @@ def mount_websocket(
     http_auth: HttpDigestAuth | None = None,
     subprotocols: Sequence[str] = SUBPROTOCOLS,
     ping_interval: float | None = 20.0,
+    origins: OriginPolicy | None = None,
 ) -> WebSocketChannel:
     """Serve RPC over WebSocket on path of app (§2.1).
 
@@ -271,6 +273,8 @@ def mount_websocket(
         http_auth: see `WebSocketChannel`.
         subprotocols: accepted subprotocols, the first one the client offers is echoed.
         ping_interval: seconds between keepalive pings, None for none.
+        origins: the web pages of other origins that may connect (`OriginPolicy`); by
+            default none: a page of another origin gets 403 instead of the upgrade.
 
     Returns:
         The channel handler.
@@ -278,6 +282,7 @@ def mount_websocket(
     handler = WebSocketChannel(dispatcher, http_auth=http_auth)
     app.websocket(
         path,
+        auth=origins if origins is not None else OriginPolicy(),
         subprotocols=subprotocols,
         compression=None,
         max_size=dispatcher.max_frame_size,
