@@ -165,3 +165,42 @@ async def test_keeps_dialing_after_refusals() -> None:
         conn = await asyncio.wait_for(backend.connections.get(), 10)
         assert (await backend.call(conn, "Sum", {"a": 1, "b": 1}))["result"] == 2
     assert refusals == 2
+
+
+async def test_a_handler_on_the_dial_out_link_runs_in_a_task_of_its_own() -> None:
+    """asyncio.timeout() and cancellation in a handler must act on the handler, not on the
+    task that reads the connection (which would drop the link). Python 3.11's wait_for in
+    the dispatcher hides the difference; from 3.12, wait_for times out the current task."""
+    import asyncio
+    import json
+
+    import tether.ws as ws
+    from tether.rpc import DialOut, Dispatcher
+
+    dispatcher = Dispatcher("dev")
+    tasks: list[object] = []
+
+    @dispatcher.method("Slow")
+    async def slow(call: object) -> str:
+        tasks.append(asyncio.current_task())
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            return "timed out"
+        return "never"
+
+    replies: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def backend(conn: object) -> None:
+        await conn.send(json.dumps({"id": 1, "src": "srv", "method": "Slow"}))  # type: ignore[attr-defined]
+        async for message in conn:  # type: ignore[attr-defined]
+            await replies.put(json.loads(message))
+
+    async with ws.serve(backend, "127.0.0.1", 0) as server:
+        link = DialOut(dispatcher, f"ws://127.0.0.1:{server.port}/rpc")
+        async with link:
+            reply = await asyncio.wait_for(replies.get(), 5)
+            assert reply["result"] == "timed out"
+            assert link.connected and link.connections == 1
+    assert tasks and tasks[0] is not None

@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import logging
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, cast
 
 from tether.backoff import Backoff
 from tether.errors import ConnectionClosed, Timeout
-from tether.rpc.channels.ws import format_peer, step
+from tether.rpc.channels.ws import format_peer
 from tether.rpc.client import CallFailed, CallResult, RpcClientCore
 from tether.rpc.dispatch import Dispatcher
 from tether.rpc.frames import InvalidFrame, Request, parse_frame
@@ -211,6 +211,24 @@ class DialOut:
             finally:
                 await connections.aclose()
 
+    def _answer(
+        self,
+        running: Coroutine[Any, Any, Any],
+        done: Callable[[Any], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        async def call() -> None:
+            try:
+                reply = await running
+            except Exception as exc:
+                failed(exc)
+            else:
+                done(reply)
+
+        task = asyncio.get_running_loop().create_task(call())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _serve(self, ws: ClientWebSocket) -> None:
         self.connections += 1
         peer = format_peer(ws.remote_address)
@@ -242,11 +260,10 @@ class DialOut:
                     logger.info("dropping an invalid frame from %s: %s", self.url, exc)
                     continue
                 if isinstance(frame, Request):
-                    step(
-                        dispatcher.dispatch(frame, channel=channel, peer=peer, push=push),
-                        done,
-                        failed,
-                        self._tasks,
+                    # A task per call, so that a handler's timeouts and cancellation are its
+                    # own (asyncio.timeout acts on the current task); dial-out traffic is light.
+                    self._answer(
+                        dispatcher.dispatch(frame, channel=channel, peer=peer, push=push), done, failed
                     )
                 else:
                     self.core.receive_frame(message)

@@ -25,10 +25,9 @@ messages itself instead, and waits for the buffer to drain before the next one.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from tether.errors import ConnectionClosed
@@ -56,69 +55,6 @@ def format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return "" if address is None else str(address)
-
-
-class _Resumed:
-    """Awaits a coroutine whose first step already ran and yielded `yielded`."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and the like go into coro
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-def step(
-    coro: Coroutine[Any, Any, Any],
-    done: Callable[[Any], None],
-    failed: Callable[[BaseException], None],
-    tasks: set[asyncio.Task[None]],
-) -> None:
-    """Run coro's first step now; finish it in a task only if it waits.
-
-    done gets the value, failed the exception (also when raised at once); a task
-    made for the rest is kept in tasks until it ends.
-    """
-    context = contextvars.copy_context()
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as stop:
-        done(stop.value)
-        return
-    except Exception as exc:
-        failed(exc)
-        return
-
-    async def rest() -> None:
-        try:
-            value = await _Resumed(coro, yielded)
-        except Exception as exc:
-            failed(exc)
-        else:
-            done(value)
-
-    task = asyncio.get_running_loop().create_task(rest(), context=context)
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
 
 
 class _HandshakeView:
