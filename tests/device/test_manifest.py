@@ -99,3 +99,23 @@ def test_bad_manifests_name_the_key(tmp_path: Path, text: str, key: str) -> None
 def test_no_manifest(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no tether\.yml"):
         manifest.load(tmp_path)
+
+
+def test_cache_spares_the_yaml_parser_and_follows_changes(tmp_path: Path) -> None:
+    import json
+
+    app, cache = tmp_path / "app", tmp_path / "state" / "manifest.json"
+    app.mkdir()
+    cache.parent.mkdir()
+    (app / "tether.yml").write_text("name: pump\nversion: '1.0'\n")
+    assert manifest.load(app, cache=cache).version == "1.0"
+    cached = json.loads(cache.read_text())
+    assert cached["data"] == {"name": "pump", "version": "1.0"} and len(cached["sha256"]) == 64
+    cached["data"]["version"] = "from the cache"
+    cache.write_text(json.dumps(cached))
+    assert manifest.load(app, cache=cache).version == "from the cache"  # same bytes: no YAML read
+    (app / "tether.yml").write_text("name: pump\nversion: '2.0'\n")
+    assert manifest.load(app, cache=cache).version == "2.0"  # changed: read again, cache renewed
+    cache.write_text("{broken")
+    assert manifest.load(app, cache=cache).version == "2.0"
+    assert json.loads(cache.read_text())["data"]["version"] == "2.0"

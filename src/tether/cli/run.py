@@ -93,17 +93,27 @@ def _run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
 def _run_run(args: argparse.Namespace) -> int:
     from tether.device.manifest import load
     from tether.errors import ConfigError
 
     app_dir = Path(args.app_dir).resolve()
+    state_dir = Path(args.state_dir).resolve() if args.state_dir else app_dir / ".state"
     try:
-        manifest = load(app_dir)
+        # Parsed here once, cached in the state directory for the device process.
+        cache = state_dir / "manifest.json" if app_dir.is_dir() and _make(state_dir) else None
+        manifest = load(app_dir, cache=cache)
     except ConfigError as exc:
         print(f"tether run: {exc}", file=sys.stderr)
         return 2
-    state_dir = Path(args.state_dir).resolve() if args.state_dir else app_dir / ".state"
     if args.no_supervisor:
         from tether.device.__main__ import main
 

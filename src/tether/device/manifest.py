@@ -23,12 +23,16 @@ firmware build, which a tether app does not have.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError
+from tether.files import write_atomic
 
 __all__ = ["MANIFEST_NAMES", "SERVICES", "Manifest", "load"]
 
@@ -86,21 +90,52 @@ def find(app_dir: Path) -> Path:
     raise ConfigError("", f"no {' or '.join(MANIFEST_NAMES)} in {app_dir}")
 
 
-def load(app_dir: Path | str) -> Manifest:
+def _read(path: Path, cache: Path | None) -> Any:
+    """The manifest's YAML as data, from cache when the cache was made from the same bytes.
+
+    The cache (JSON, with the SHA-256 of the YAML it came from) spares a device process
+    the YAML parser: a megabyte of memory and some milliseconds at every start.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"{path}: cannot read the manifest: {exc}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if cache is not None:
+        try:
+            cached = json.loads(cache.read_bytes())
+            if cached.get("sha256") == digest:
+                return cached["data"]
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass  # no cache yet, or a broken one: read the YAML
+    import yaml  # here, not at the top: see above
+
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError("", f"{path}: cannot read the manifest: {exc}") from exc
+    if cache is not None:
+        # Only an optimisation: what JSON cannot hold (a YAML date) is parsed at every start.
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            write_atomic(cache, json.dumps({"sha256": digest, "data": data}).encode())
+    return data
+
+
+def load(app_dir: Path | str, *, cache: Path | None = None) -> Manifest:
     """Read and check the manifest of the app in app_dir.
+
+    Args:
+        app_dir: the app's folder.
+        cache: a JSON file that keeps the parsed manifest between starts (a device's
+            state directory holds one); None to parse the YAML every time.
 
     Raises:
         ConfigError: naming the file and the key, if the manifest is missing, is not
             YAML, or has a value of the wrong kind.
     """
-    import yaml  # here: a device that never reads a manifest doesn't pay for it
-
     app_dir = Path(app_dir)
     path = find(app_dir)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError("", f"{path}: cannot read the manifest: {exc}") from exc
+    data = _read(path, cache)
     if data is None:
         data = {}
     if not isinstance(data, dict):

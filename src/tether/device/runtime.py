@@ -219,7 +219,8 @@ class Runtime:
         # Log lines before the configuration is read (a broken manifest or conf9.json)
         # go out at the default level; the configured level applies once it is known.
         self._logging = configure(2, stream=self.log_stream)
-        self.manifest = manifest = load_manifest(self.app_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = manifest = load_manifest(self.app_dir, cache=self.state_dir / "manifest.json")
         schema = Schema.standard()
         schema.extend(manifest.config_schema)
         self.state_dir.mkdir(parents=True, exist_ok=True)
