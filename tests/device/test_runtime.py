@@ -393,3 +393,23 @@ async def _list_anonymously(runtime: Runtime) -> list[str]:
     async with connect(wss, ssl=tls.client_context(verify=False)) as client:
         names: list[str] = await client.call("FS.List")
     return names
+
+
+@pytest.mark.parametrize("setting", ["rpc.acl_file=acl.json", "rpc.acl=@/acl.json"])
+async def test_acl_from_a_file_of_the_device_fs(tmp_path: Path, setting: str) -> None:
+    from tether.errors import RpcError
+
+    app = write_app(tmp_path / "app")
+    (app / "fs" / "acl.json").write_text('[{"method":"Sys.Reboot","acl":"-*"},{"method":"*","acl":"*"}]')
+    runtime = Runtime(
+        app, tmp_path / "state", ["http.listen_addr=127.0.0.1:0", setting], log_stream=io.StringIO()
+    )
+    await runtime.start()
+    try:
+        async with connect(url(runtime)) as client:
+            with pytest.raises(RpcError) as info:
+                await client.call("Sys.Reboot")
+            assert info.value.code == 403
+            assert "acl.json" not in await client.call("FS.List")  # an ACL file is protected too
+    finally:
+        await runtime.close()

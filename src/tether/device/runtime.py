@@ -223,7 +223,6 @@ class Runtime:
         self.manifest = manifest = load_manifest(self.app_dir, cache=self.state_dir / "manifest.json")
         schema = Schema.standard()
         schema.extend(manifest.config_schema)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.fs_root.mkdir(exist_ok=True)
         self.config = config = Config(schema, self.state_dir, mac=machine.machine_digits())
         config.load()  # logs each problem (a file moved aside) at ERROR
@@ -286,7 +285,9 @@ class Runtime:
                 dial_out_ssl=self._dial_out_ssl(),
                 reconnect_min=config["rpc.ws.reconnect_interval_min"],
                 reconnect_max=config["rpc.ws.reconnect_interval_max"],
-                serial=config["rpc.uart.device"] if config["rpc.uart.enable"] else None,
+                serial=config["rpc.uart.device"]
+                if config["rpc.enable"] and config["rpc.uart.enable"]
+                else None,
             )
         except ValueError as exc:  # a listen address or a URL that does not parse
             key = "http.listen_addr" if "listen" in str(exc) else "rpc.ws.server_address"
@@ -332,17 +333,21 @@ class Runtime:
     def _dispatcher(self) -> Dispatcher:
         config = self.config
         acl_text = config["rpc.acl"]
+        acl_file: tuple[str, str] | None = None  # (key, file name)
         if config["rpc.acl_file"]:
             if acl_text:
                 raise ConfigError("rpc.acl_file", "rpc.acl and rpc.acl_file are both set")
-            acl_text = "@" + str(self.device_path(config["rpc.acl_file"], "rpc.acl_file"))
+            acl_file = ("rpc.acl_file", config["rpc.acl_file"])
+        elif acl_text.startswith("@"):
+            acl_file = ("rpc.acl", acl_text[1:])
+        if acl_file is not None:
+            key, name = acl_file
+            try:
+                acl_text = self.device_path(name, key).read_text()
+            except OSError as exc:
+                raise ConfigError(key, f"[{key}] cannot read the ACL file: {exc}") from exc
         acl = None
         if acl_text:
-            if acl_text.startswith("@"):
-                try:
-                    acl_text = self.device_path(acl_text[1:], "rpc.acl").read_text()
-                except OSError as exc:
-                    raise ConfigError("rpc.acl_file", f"cannot read the ACL file: {exc}") from exc
             try:
                 acl = Acl.parse(acl_text)
             except ValueError as exc:
@@ -515,7 +520,7 @@ class Runtime:
 
     def _dial_out_url(self) -> str | None:
         config = self.config
-        if not (config["rpc.ws.enable"] and config["rpc.ws.server_address"]):
+        if not (config["rpc.enable"] and config["rpc.ws.enable"] and config["rpc.ws.server_address"]):
             return None
         return str(config["rpc.ws.server_address"])
 
