@@ -256,3 +256,23 @@ def test_digest_with_fake_clock(tmp_path: Path) -> None:
     missing = DigestAuth(tmp_path / "none", "dev")
     with pytest.raises(HTTPError):
         missing.authenticate(request(app, "/x", headers=answer("00000001")))
+
+
+def test_digest_authorization_answers_the_servers_challenge(tmp_path: Path) -> None:
+    from tether.http.auth import digest_authorization
+
+    path = tmp_path / "htdigest"
+    write_htdigest(path, "admin", "dev", "pw")
+    auth = DigestAuth(path, "dev")
+    app = App()
+    with pytest.raises(HTTPError) as info:
+        auth.authenticate(request(app, "/rpc", method="POST"))
+    challenge = parse_auth_params(info.value.headers[0][1].partition(" ")[2])
+    for nc in (1, 2):
+        value = digest_authorization("admin", "pw", challenge, method="POST", uri="/rpc", nc=nc)
+        assert f"nc={nc:08x}" in value and "algorithm=MD5" in value
+        answer = request(app, "/rpc", method="POST", headers=[("Authorization", value)])
+        assert auth.authenticate(answer) == "admin"
+    wrong = digest_authorization("admin", "nope", challenge, method="POST", uri="/rpc", nc=3)
+    with pytest.raises(HTTPError):
+        auth.authenticate(request(app, "/rpc", method="POST", headers=[("Authorization", wrong)]))

@@ -31,18 +31,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether import tls
-from tether.cli.rpc import DEFAULT_PORT, read_credentials, resolve_port
-from tether.errors import RpcError, TetherError
+from tether.cli.rpc import DEFAULT_PORT, CommandFailed, read_credentials, resolve_port, run_command
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "add_parser"]
 
 #: Bytes of file data per ``FS.Put``/``FS.Get`` call: base64 makes 2048 bytes 2732
 #: characters, so a chunk's frame stays below the default 4096-byte ``rpc.max_frame_size``.
 DEFAULT_CHUNK_SIZE = 2048
-
-
-class _Failed(Exception):
-    """A command failed on this side (a bad argument, an unknown key): the message is printed."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -155,15 +150,7 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int
         ) as client:
             return await work(client)
 
-    try:
-        return asyncio.run(main())
-    except _Failed as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-    except RpcError as exc:
-        print(f"Error: remote error {exc.code}: {exc.message}", file=sys.stderr)
-    except (OSError, TetherError, ValueError) as exc:
-        print(f"Error: {port}: {exc}", file=sys.stderr)
-    return 1
+    return run_command(port, main())
 
 
 # info, config-get, config-set (§5.4).
@@ -181,12 +168,12 @@ def _lookup(config: Any, key: str) -> Any:
     """The value at a dotted key, as mos walks it.
 
     Raises:
-        _Failed: ``no config value at path "KEY"``.
+        CommandFailed: ``no config value at path "KEY"``.
     """
     value = config
     for part in key.split(".") if key else ():
         if not isinstance(value, dict) or part not in value:
-            raise _Failed(f'no config value at path "{key}"')
+            raise CommandFailed(f'no config value at path "{key}"')
         value = value[part]
     return value
 
@@ -226,27 +213,27 @@ def _convert(key: str, current: Any, text: str) -> Any:
     """text as the type of the current value at key (mos DevConf.Set).
 
     Raises:
-        _Failed: if text does not fit, or key holds an object.
+        CommandFailed: if text does not fit, or key holds an object.
     """
     if isinstance(current, bool):
         if text not in ("true", "false"):
-            raise _Failed(f'{key}: "{text}" is not a boolean (true or false)')
+            raise CommandFailed(f'{key}: "{text}" is not a boolean (true or false)')
         return text == "true"
     if isinstance(current, int):
         try:
             return int(text)
         except ValueError:
-            raise _Failed(f'{key}: "{text}" is not an integer') from None
+            raise CommandFailed(f'{key}: "{text}" is not an integer') from None
     if isinstance(current, float):
         try:
             number = float(text)
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise _Failed(f'{key}: "{text}" is not a number')
+            raise CommandFailed(f'{key}: "{text}" is not a number')
         return number
     if isinstance(current, (dict, list)):
-        raise _Failed(f"{key} is an object: only strings, numbers and booleans can be set")
+        raise CommandFailed(f"{key} is an object: only strings, numbers and booleans can be set")
     return text
 
 
@@ -255,7 +242,7 @@ def _parse_pairs(pairs: list[str]) -> list[tuple[str, str]]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise _Failed(f'"{pair}" is not KEY=VALUE')
+            raise CommandFailed(f'"{pair}" is not KEY=VALUE')
         parsed.append((key, value))
     return parsed
 
@@ -263,7 +250,7 @@ def _parse_pairs(pairs: list[str]) -> list[tuple[str, str]]:
 def _run_config_set(args: argparse.Namespace) -> int:
     try:
         pairs = _parse_pairs(args.pairs)
-    except _Failed as exc:
+    except CommandFailed as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     save, reboot, try_once = not args.no_save, not args.no_reboot, args.try_once
@@ -346,14 +333,14 @@ async def _download(client: Any, filename: str, chunk: int, out: IO[bytes]) -> N
             data = base64.b64decode(reply["data"], validate=True)
             left = int(reply["left"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise _Failed(f"FS.Get of {filename} gave a bad reply: {exc}") from None
+            raise CommandFailed(f"FS.Get of {filename} gave a bad reply: {exc}") from None
         out.write(data)
         offset += len(data)
         _progress(offset, offset + max(left, 0))
         if left <= 0:
             return
         if not data:
-            raise _Failed(f"FS.Get of {filename} sent no data with {left} bytes left")
+            raise CommandFailed(f"FS.Get of {filename} sent no data with {left} bytes left")
 
 
 def _run_get(args: argparse.Namespace) -> int:
@@ -369,7 +356,7 @@ def _run_get(args: argparse.Namespace) -> int:
         try:
             fd, temp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
         except OSError as exc:
-            raise _Failed(f"cannot write {local}: {exc}") from None
+            raise CommandFailed(f"cannot write {local}: {exc}") from None
         try:
             with os.fdopen(fd, "wb") as out:
                 await _download(client, args.file, args.chunk_size, out)
@@ -400,7 +387,7 @@ def _run_put(args: argparse.Namespace) -> int:
         while True:
             data = source.read(args.chunk_size)
             if offset and not data:
-                raise _Failed(f"{local} shrank while it was being sent")
+                raise CommandFailed(f"{local} shrank while it was being sent")
             # As mos: offset 0 without append, then append at the running offset; plus
             # tether's size, so that the device completes the file at the last byte.
             params = {
@@ -481,7 +468,7 @@ async def _console_rpc(args: argparse.Namespace, port: str) -> None:
         if isinstance(transport, WebSocketTransport):
             await _until(stop, transport.ws.wait_closed())
             if not stop.is_set():
-                raise _Failed(f"{port}: the device closed the connection")
+                raise CommandFailed(f"{port}: the device closed the connection")
         else:
             await stop.wait()
 
@@ -492,7 +479,7 @@ async def _console_mqtt(args: argparse.Namespace, port: str) -> None:
     parts = urllib.parse.urlsplit(port)
     device_id = urllib.parse.unquote(parts.path[1:])
     if not device_id:
-        raise _Failed(f"{port}: no device id: use mqtt://BROKER/DEVICE_ID")
+        raise CommandFailed(f"{port}: no device id: use mqtt://BROKER/DEVICE_ID")
     stop = _stop_on_signals()
     ssl_ctx = tls.client_context(ca_file=args.ca_file) if args.ca_file else None
     topic = f"{device_id}/log"  # mos console: the topic of debug.stdout_topic/stderr_topic
@@ -520,14 +507,4 @@ def _run_console(args: argparse.Namespace) -> int:
         )
         return 2
     console = _console_mqtt if scheme in ("mqtt", "mqtts") else _console_rpc
-    try:
-        asyncio.run(console(args, port))
-    except _Failed as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-    except RpcError as exc:
-        print(f"Error: remote error {exc.code}: {exc.message}", file=sys.stderr)
-    except (OSError, TetherError, ValueError) as exc:
-        print(f"Error: {port}: {exc}", file=sys.stderr)
-    else:
-        return 0
-    return 1
+    return run_command(port, console(args, port))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tether import tls
-from tether.cli.rpc import DEFAULT_PORT, read_credentials, resolve_port
+from tether.cli.rpc import DEFAULT_PORT, CommandFailed, read_credentials, resolve_port, run_command
 from tether.errors import ConnectionClosed, RpcError, TetherError, Timeout
 
 __all__ = ["add_parser"]
@@ -116,10 +116,6 @@ def _run_bundle(args: argparse.Namespace) -> int:
 # tether ota
 
 
-class _Failed(Exception):
-    """The update stopped; the message says why (printed as ``Error: …``)."""
-
-
 class _Device:
     """A connection to the device that reconnects when it drops."""
 
@@ -185,10 +181,10 @@ async def _push(device: _Device, path: Path, args: argparse.Namespace) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _Failed(f"cannot read bundle {str(path)!r}: {exc.strerror}") from exc
+        raise CommandFailed(f"cannot read bundle {str(path)!r}: {exc.strerror}") from exc
     status = await device.call("OTA.Status", tries=3)
     if not isinstance(status, dict) or status.get("state") not in (0, 2):
-        raise _Failed("update is already in progress")  # mos's words (§12 item 4)
+        raise CommandFailed("update is already in progress")  # mos's words (§12 item 4)
     await device.call("OTA.Begin", {"timeout": 600, "commit_timeout": args.commit_timeout, "size": len(data)})
     progress = _Progress(len(data), sys.stderr)
     try:
@@ -198,7 +194,7 @@ async def _push(device: _Device, path: Path, args: argparse.Namespace) -> Any:
             try:
                 await device.call("OTA.Write", params, tries=3)
             except (TetherError, OSError) as exc:
-                raise _Failed(f"OTA.Write at offset {offset} failed 3 times: {exc}") from exc
+                raise CommandFailed(f"OTA.Write at offset {offset} failed 3 times: {exc}") from exc
             progress.update(offset + len(chunk))
     finally:
         progress.finish()
@@ -239,10 +235,12 @@ async def _wait_and_commit(device: _Device, old_slot: Any) -> None:
                 if _runs_the_update(status, old_slot):
                     return  # it committed itself
                 if status.get("is_committed"):
-                    raise _Failed(f"the device came back committed; was the update rolled back? {status}")
+                    raise CommandFailed(
+                        f"the device came back committed; was the update rolled back? {status}"
+                    )
                 break
         if time.monotonic() >= deadline:
-            raise _Failed(f"the device did not come back within {device.timeout:g} s")
+            raise CommandFailed(f"the device did not come back within {device.timeout:g} s")
         await asyncio.sleep(_RETRY_INTERVAL)
     try:
         await device.call("OTA.Commit")
@@ -280,14 +278,4 @@ def _run_ota(args: argparse.Namespace) -> int:
     if args.chunk_size < 1:
         print(f"Error: --chunk-size must be positive, not {args.chunk_size}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_ota(args, port))
-    except _Failed as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-    except RpcError as exc:
-        print(f"Error: remote error {exc.code}: {exc.message}", file=sys.stderr)
-    except (OSError, TetherError, ValueError) as exc:
-        print(f"Error: {port}: {exc}", file=sys.stderr)
-    else:
-        return 0
-    return 1
+    return run_command(port, _ota(args, port))

@@ -9,12 +9,13 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from tether import tls
 from tether.errors import RpcError, TetherError
 
-__all__ = ["DEFAULT_PORT", "add_parser", "read_credentials", "resolve_port"]
+__all__ = ["DEFAULT_PORT", "CommandFailed", "add_parser", "read_credentials", "resolve_port", "run_command"]
 
 #: The port `tether call` uses without ``--port`` or ``TETHER_PORT``, as mos's default.
 DEFAULT_PORT = "ws://127.0.0.1:8000/rpc"
@@ -103,10 +104,27 @@ def _run_call(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"Error: ARGS_JSON is not valid JSON: {exc}", file=sys.stderr)
             return 2
+    return run_command(port, _call(args, port, params))
+
+
+class CommandFailed(Exception):
+    """A device command's own failure (a bad reply, a file it cannot write): its message
+    is printed as ``Error: <message>``."""
+
+
+def run_command(port: str, main: Coroutine[Any, Any, int | None]) -> int:
+    """Run a command's coroutine against port and turn failures into mos' messages.
+
+    Returns:
+        The coroutine's status (0 for None), or 1 after printing ``Error: …`` for a `CommandFailed`,
+        ``Error: remote error CODE: MSG`` for an `RpcError` (as mos), and
+        ``Error: PORT: …`` for a connection or protocol failure.
+    """
     try:
-        return asyncio.run(_call(args, port, params))
+        return asyncio.run(main) or 0
+    except CommandFailed as exc:
+        print(f"Error: {exc}", file=sys.stderr)
     except RpcError as exc:
-        # mos: "Error: … remote error CODE: MSG"
         print(f"Error: remote error {exc.code}: {exc.message}", file=sys.stderr)
     except (OSError, TetherError, ValueError) as exc:
         print(f"Error: {port}: {exc}", file=sys.stderr)

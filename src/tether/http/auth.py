@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from tether.http.parser import HTTPError
 
-__all__ = ["Auth", "BasicAuth", "BearerAuth", "DigestAuth", "write_htdigest"]
+__all__ = ["Auth", "BasicAuth", "BearerAuth", "DigestAuth", "digest_authorization", "write_htdigest"]
 
 
 class Auth(Protocol):
@@ -302,3 +302,30 @@ class DigestAuth:
         while len(self._counts) > 4096:
             self._counts.popitem(last=False)
         return True
+
+
+def digest_authorization(
+    user: str, password: str, challenge: Mapping[str, str], *, method: str, uri: str, nc: int
+) -> str:
+    """The ``Authorization`` value answering an HTTP Digest challenge (RFC 7616 §3.4; MD5,
+    ``qop=auth``, as mos sends it): the client side of `DigestAuth`.
+
+    Args:
+        user, password: the credentials.
+        challenge: the challenge's parameters (``realm``, ``nonce``, ``opaque``…).
+        method, uri: the request's method and target.
+        nc: how many requests these credentials answered with this nonce, this one included.
+    """
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+    count = f"{nc:08x}"
+    cnonce = secrets.token_hex(8)
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    response = hashlib.md5(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+    value = (
+        f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'algorithm=MD5, qop=auth, nc={count}, cnonce="{cnonce}", response="{response}"'
+    )
+    if "opaque" in challenge:
+        value += f', opaque="{challenge["opaque"]}"'
+    return value

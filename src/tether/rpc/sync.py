@@ -30,7 +30,6 @@ mos does: in the frame (§4, by the core) and, over HTTP, with HTTP Digest.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -46,7 +45,7 @@ from typing import Any
 
 from tether import tls
 from tether.errors import ConnectionClosed, ProtocolError, RpcError, TetherError, Timeout
-from tether.http.auth import parse_auth_params
+from tether.http.auth import digest_authorization, parse_auth_params
 from tether.mqtt import sync as mqtt_sync
 from tether.rpc.channels.mqtt import response_src
 from tether.rpc.channels.serial import configure_tty
@@ -156,20 +155,9 @@ class _HttpLink(_Link):
             if challenge is None or credentials is None:
                 return None
             self._nc += 1
-            nc = f"{self._nc:08x}"
+            nc = self._nc
         user, password = credentials
-        realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
-        cnonce = secrets.token_hex(8)
-        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"POST:{self.target}".encode()).hexdigest()
-        response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-        value = (
-            f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{self.target}", '
-            f'algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}"'
-        )
-        if "opaque" in challenge:
-            value += f', opaque="{challenge["opaque"]}"'
-        return value
+        return digest_authorization(user, password, challenge, method="POST", uri=self.target, nc=nc)
 
     def _post(self, frame: bytes, deadline: float) -> tuple[int, str, bytes]:
         if _remaining(deadline) == 0:

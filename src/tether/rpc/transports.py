@@ -8,8 +8,6 @@ MQTT publish, a serial line. `tether.rpc.connect` picks one by the URL's scheme
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
 import ssl as ssl_module
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -17,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from tether import tls
 from tether.errors import ConnectionClosed, Timeout
-from tether.http.auth import parse_auth_params
+from tether.http.auth import digest_authorization, parse_auth_params
 from tether.rpc.frames import InvalidFrame, Reply, parse_frame
 from tether.rpc.frames import Request as RpcRequest
 from tether.ws.client import ClientWebSocket
@@ -240,20 +238,8 @@ class HttpTransport:
         if challenge is None or credentials is None:
             return None
         user, password = credentials
-        realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
         self._nc += 1
-        nc = f"{self._nc:08x}"
-        cnonce = secrets.token_hex(8)
-        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"POST:{self.target}".encode()).hexdigest()
-        response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-        value = (
-            f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{self.target}", '
-            f'algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}"'
-        )
-        if "opaque" in challenge:
-            value += f', opaque="{challenge["opaque"]}"'
-        return value
+        return digest_authorization(user, password, challenge, method="POST", uri=self.target, nc=self._nc)
 
     async def _post(self, frame: bytes) -> tuple[int, dict[str, str], bytes]:
         head = (
