@@ -27,17 +27,22 @@ def script(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(path), str(tmp_path)]
 
 
-def test_reboot_restarts_at_once_crash_with_backoff_clean_exit_stops(tmp_path: Path) -> None:
-    command = script(
+def counting_script(tmp_path: Path, status: str) -> list[str]:
+    """A device process that counts its starts in n and exits with the expression status."""
+    return script(
         tmp_path,
         f"""
         import sys, pathlib
         counter = pathlib.Path(sys.argv[1]) / "starts"
         n = int(counter.read_text()) + 1 if counter.exists() else 1
         counter.write_text(str(n))
-        sys.exit({{1: {EXIT_REBOOT}, 2: 3, 3: 0}}[n])
+        sys.exit({status})
         """,
     )
+
+
+def test_reboot_restarts_at_once_crash_with_backoff_clean_exit_stops(tmp_path: Path) -> None:
+    command = counting_script(tmp_path, f"{{1: {EXIT_REBOOT}, 2: 3, 3: 0}}[n]")
     exits: list[tuple[int, str | None]] = []
     log = io.StringIO()
     supervisor = Supervisor(
@@ -119,16 +124,7 @@ def test_sigterm_stops_the_device_process_and_the_supervisor(
 
 def test_a_reboot_loop_backs_off_like_a_crash(tmp_path: Path) -> None:
     """Five reboots in a row, each soon after its start, make a crash; a slow one resets the count."""
-    command = script(
-        tmp_path,
-        f"""
-        import sys, pathlib
-        counter = pathlib.Path(sys.argv[1]) / "starts"
-        n = int(counter.read_text()) + 1 if counter.exists() else 1
-        counter.write_text(str(n))
-        sys.exit(0 if n == 7 else {EXIT_REBOOT})
-        """,
-    )
+    command = counting_script(tmp_path, f"0 if n == 7 else {EXIT_REBOOT}")
     crashes: list[str | None] = []
     log = io.StringIO()
     supervisor = Supervisor(

@@ -378,22 +378,19 @@ class serve:
         sock: socket.socket | None = None,
         backlog: int = 1024,
     ) -> None:
-        if compression not in (None, "deflate"):
-            raise ValueError(f"unsupported compression {compression!r}")
-        self._server = Server(
+        # The same server as one that does not listen; start() makes it listen.
+        self._server = upgrade_server(
             handler,
             process_request=process_request,
             subprotocols=subprotocols,
-            deflate=DeflateParams() if compression == "deflate" else None,
+            compression=compression,
             open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
             max_size=max_size,
-            ws_kwargs={
-                "ping_interval": ping_interval,
-                "ping_timeout": ping_timeout,
-                "close_timeout": close_timeout,
-                "max_queue": max_queue,
-                "write_limit": write_limit,
-            },
+            max_queue=max_queue,
+            write_limit=write_limit,
         )
         self._listen: dict[str, Any] = {
             "host": host,
