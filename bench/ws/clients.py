@@ -85,6 +85,47 @@ class TetherLibrary(Library):
         return TetherConn(ws)
 
 
+class TetherCallbackLibrary(Library):
+    """tether's callback API on the client too: a Handler resolves one waiter per message."""
+
+    async def open(self, port: int) -> Conn:
+        import tether.ws
+
+        loop = asyncio.get_running_loop()
+
+        class Echo(tether.ws.Handler):
+            def __init__(self) -> None:
+                self.ws: tether.ws.WebSocket | None = None
+                self.waiter: asyncio.Future[Any] | None = None
+
+            def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
+                waiter, self.waiter = self.waiter, None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+
+            def on_close(self, ws: tether.ws.WebSocket, code: int, reason: str) -> None:
+                waiter, self.waiter = self.waiter, None
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(ConnectionError(f"closed with {code}"))
+
+            async def echo(self, payload: bytes) -> Any:
+                waiter = loop.create_future()
+                self.waiter = waiter
+                assert self.ws is not None
+                self.ws.send_nowait(payload)
+                return await waiter
+
+            async def close(self) -> None:
+                assert self.ws is not None
+                await self.ws.close()
+
+        conn = Echo()
+        conn.ws = await tether.ws.connect(
+            f"ws://{HOST}:{port}/", compression=None, max_size=MAX_SIZE, ping_interval=None, handler=conn
+        )
+        return cast(Conn, conn)
+
+
 # -------------------------------------------------------------- websockets
 
 
@@ -370,6 +411,10 @@ class RawLibrary(Library):
 
 LIBRARIES: dict[str, Callable[[], Library]] = {
     "tether": TetherLibrary,
+    "tether-cb": TetherCallbackLibrary,
+    # The same clients on the pure-Python path (main() sets TETHER_NO_SPEEDUPS).
+    "tether-py": TetherLibrary,
+    "tether-cb-py": TetherCallbackLibrary,
     "websockets": WebsocketsLibrary,
     "aiohttp": AiohttpLibrary,
     "picows": PicowsLibrary,
@@ -562,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, required=True, help="whose CPU time and VmRSS to read")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the scenario")
     args = parser.parse_args(argv)
+    if args.lib.endswith("-py"):
+        os.environ["TETHER_NO_SPEEDUPS"] = "1"  # before tether is imported
     if args.cpu >= 0:
         pin_to_cpu(args.cpu)
     raise_nofile()
@@ -570,6 +617,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_on_loop(args.loop, run_scenario(args))
     except Exception as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
+    if args.lib.startswith("tether"):
+        from tether.ws.frames import SPEEDUPS
+
+        result["speedups"] = SPEEDUPS
     print(json.dumps(result), flush=True)
     return 1 if "error" in result else 0
 

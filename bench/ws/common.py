@@ -41,7 +41,19 @@ from shared import (
 )
 
 #: Libraries in the order the tables list them; "raw" is a plain asyncio TCP echo.
-LIBS = ("tether", "websockets", "aiohttp", "picows", "wsproto", "raw")
+#: tether-cb is tether's callback API (tether.ws.Handler) on both sides; -py: the
+#: pure-Python path (TETHER_NO_SPEEDUPS=1 in the server and the client).
+LIBS = (
+    "tether",
+    "tether-cb",
+    "tether-py",
+    "tether-cb-py",
+    "websockets",
+    "aiohttp",
+    "picows",
+    "wsproto",
+    "raw",
+)
 LOOPS = ("asyncio", "uvloop")
 HOST = "127.0.0.1"
 #: The largest message every library is told to accept (the 1 MiB echo needs more than defaults).

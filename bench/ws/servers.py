@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -32,6 +33,21 @@ async def start_tether() -> int:
             await ws.send(message)
 
     server = await tether.ws.serve(echo, HOST, 0, compression=None, max_size=MAX_SIZE, ping_interval=None)
+    _keep.append(server)
+    return server.port
+
+
+async def start_tether_cb() -> int:
+    """tether's callback API (tether.ws.Handler): no task or future per message."""
+    import tether.ws
+
+    class Echo(tether.ws.Handler):
+        __slots__ = ()
+
+        def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
+            ws.send_nowait(message)
+
+    server = await tether.ws.serve(Echo(), HOST, 0, compression=None, max_size=MAX_SIZE, ping_interval=None)
     _keep.append(server)
     return server.port
 
@@ -175,6 +191,10 @@ async def start_raw() -> int:
 
 STARTERS: dict[str, Starter] = {
     "tether": start_tether,
+    "tether-cb": start_tether_cb,
+    # The same servers on the pure-Python path (main() sets TETHER_NO_SPEEDUPS).
+    "tether-py": start_tether,
+    "tether-cb-py": start_tether_cb,
     "websockets": start_websockets,
     "aiohttp": start_aiohttp,
     "picows": start_picows,
@@ -202,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to; -1 for none")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
+    if args.lib.endswith("-py"):
+        os.environ["TETHER_NO_SPEEDUPS"] = "1"  # before tether is imported
     if args.cpu >= 0:
         pin_to_cpu(args.cpu)
     raise_nofile()

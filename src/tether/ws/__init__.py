@@ -15,6 +15,14 @@ Server::
     async with tether.ws.serve(echo, "127.0.0.1", 8765) as server:
         await server.serve_forever()
 
+Callbacks, for the hottest paths (no task or future per message)::
+
+    class Echo(tether.ws.Handler):
+        def on_message(self, ws, message):
+            ws.send_nowait(message)
+
+    server = await tether.ws.serve(Echo(), "127.0.0.1", 8765)
+
 The blocking client is `tether.ws.sync`; the core is `tether.ws.protocol`.
 """
 
@@ -29,7 +37,7 @@ from tether.errors import (
     ProtocolError,
 )
 from tether.ws.client import ClientWebSocket, connect
-from tether.ws.connection import Data, WebSocket
+from tether.ws.connection import Data, Handler, WebSocket
 from tether.ws.deflate import DeflateParams
 from tether.ws.frames import Opcode
 from tether.ws.handshake import Headers, Request, Response
@@ -43,6 +51,7 @@ __all__ = [
     "ConnectionClosed",
     "Data",
     "DeflateParams",
+    "Handler",
     "HandshakeError",
     "Headers",
     "InvalidState",

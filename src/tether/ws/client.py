@@ -12,7 +12,7 @@ from typing import Any, Literal
 from tether import tls
 from tether.backoff import Backoff
 from tether.errors import ConnectionClosed, HandshakeError, Timeout
-from tether.ws.connection import WebSocket
+from tether.ws.connection import Handler, WebSocket
 from tether.ws.deflate import DeflateParams
 from tether.ws.protocol import ClientConnection, HandshakeComplete
 from tether.ws.uri import parse_uri
@@ -29,8 +29,9 @@ class ClientWebSocket(WebSocket):
 
     _core: ClientConnection
 
-    def __init__(self, core: ClientConnection, **kwargs: Any) -> None:
+    def __init__(self, core: ClientConnection, handler: Handler | None = None, **kwargs: Any) -> None:
         super().__init__(core, **kwargs)
+        self._callbacks = handler
         # Resolved when the handshake ends; dropped by connect() once it has seen it.
         self._opened: asyncio.Future[None] | None = self._loop.create_future()
 
@@ -40,6 +41,9 @@ class ClientWebSocket(WebSocket):
             self._start()
             if self._opened is not None and not self._opened.done():
                 self._opened.set_result(None)
+            if self._callbacks is not None:
+                # Before the frames that came with the response: they go to on_message.
+                self._open_callbacks()
 
     def _closed_while_connecting(self) -> None:
         error = self._core.handshake_error
@@ -89,6 +93,8 @@ class connect:
         write_limit: the write buffer's high-water mark, in bytes.
         backoff_min: the first reconnect delay, in seconds.
         backoff_max: the largest reconnect delay, in seconds.
+        handler: a `Handler` whose callbacks get this connection's events
+            (each connection's, when reconnecting) instead of `recv()`.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class connect:
         write_limit: int = 2**16,
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
+        handler: Handler | None = None,
     ) -> None:
         if compression not in (None, "deflate"):
             raise ValueError(f"unsupported compression {compression!r}")
@@ -133,6 +140,7 @@ class connect:
         self._max_size = max_size
         self._backoff = Backoff(backoff_min, backoff_max)
         self._ws: ClientWebSocket | None = None
+        self._handler = handler
 
     async def _open(self) -> ClientWebSocket:
         uri = self.uri
@@ -152,7 +160,7 @@ class connect:
 
         async def open_() -> ClientWebSocket:
             _, protocol = await loop.create_connection(
-                lambda: ClientWebSocket(core, **self._ws_kwargs),
+                lambda: ClientWebSocket(core, self._handler, **self._ws_kwargs),
                 uri.host,
                 uri.port,
                 ssl=ssl_ctx,

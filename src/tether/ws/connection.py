@@ -28,7 +28,7 @@ from tether.ws.protocol import (
     TextMessage,
 )
 
-__all__ = ["Data", "WebSocket"]
+__all__ = ["Data", "Handler", "WebSocket"]
 
 logger = logging.getLogger("tether.ws")
 
@@ -39,12 +39,48 @@ _OPEN = State.OPEN
 _DEFERRED = object()  # marks, in the message queue, where the peer closed or erred
 
 
+class Handler:
+    """The callback API: a connection's events as method calls.
+
+    Subclass it and override what you need, then give `tether.ws.serve()` an
+    instance (shared by every connection) or the class itself (one instance
+    per connection), or give `tether.ws.connect()` an instance as
+    ``handler=``. The callbacks run in the connection's receive path, with no
+    task and no future per message, in Mongoose's event-handler spirit; they
+    must not block. Send with `WebSocket.send_nowait()`, close with
+    `WebSocket.close_nowait()`, and apply backpressure with
+    `WebSocket.pause_reading()` / `resume_reading()` and `on_writable()`.
+
+    An exception raised by a callback is logged and the connection is closed
+    with 1011 (internal error).
+    """
+
+    __slots__ = ()
+
+    def on_open(self, ws: WebSocket) -> None:
+        """The handshake is complete; messages follow."""
+
+    def on_message(self, ws: WebSocket, message: Data) -> None:
+        """A whole message arrived: str for text, bytes for binary."""
+
+    def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+        """The connection ended (also when it was lost: then code is 1006).
+
+        Called once, after `on_open()`; code and reason are `ws.close_code` and
+        `ws.close_reason`.
+        """
+
+    def on_writable(self, ws: WebSocket) -> None:
+        """The write buffer went back under `write_limit` after `send_nowait()` returned False."""
+
+
 class WebSocket(asyncio.Protocol):
     """An open WebSocket connection on asyncio.
 
     Created by `tether.ws.connect()` and `tether.ws.serve()`; not meant to be
     built by hand. Use `send()`, `recv()` or ``async for message in ws``,
-    `ping()` and `close()`.
+    `ping()` and `close()`; or, with a `Handler`, the callbacks and
+    `send_nowait()`.
 
     Attributes:
         request: the handshake request (tether.ws.Request).
@@ -54,6 +90,7 @@ class WebSocket(asyncio.Protocol):
 
     # Slots: thousands of idle connections each save an instance dict.
     __slots__ = (
+        "_callbacks",
         "_close_timeout",
         "_close_timer",
         "_core",
@@ -68,6 +105,7 @@ class WebSocket(asyncio.Protocol):
         "_lost",
         "_max_queue",
         "_messages",
+        "_on_message",
         "_ping_interval",
         "_ping_timeout",
         "_pings",
@@ -98,6 +136,9 @@ class WebSocket(asyncio.Protocol):
         self._messages: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
         self._handler: Callable[[Data], object] | None = None
+        # The callback API: the Handler, and its on_message once on_open has been called.
+        self._callbacks: Handler | None = None
+        self._on_message: Callable[[WebSocket, Data], object] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
         self._write_limit = write_limit
@@ -199,6 +240,13 @@ class WebSocket(asyncio.Protocol):
             for event in events:
                 kind = type(event)
                 if kind is TextMessage or kind is BinaryMessage:
+                    on_message = self._on_message
+                    if on_message is not None:
+                        try:
+                            on_message(self, event.data)  # type: ignore[union-attr]
+                        except Exception:
+                            self._callback_failed("on_message")
+                        continue
                     waiter = self._waiter
                     if waiter is not None and not waiter.done():
                         # The queue is empty whenever recv() waits: hand it over directly.
@@ -249,6 +297,14 @@ class WebSocket(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(self._closed_exc())
         self._wake_writers()
+        if self._on_message is not None:
+            assert self._callbacks is not None
+            self._on_message = None
+            closed = self._closed_exc()
+            try:
+                self._callbacks.on_close(self, closed.code, closed.reason)
+            except Exception:
+                logger.exception("WebSocket handler's on_close failed")
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -256,6 +312,46 @@ class WebSocket(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._wake_writers()
+        if self._on_message is not None:
+            assert self._callbacks is not None
+            try:
+                self._callbacks.on_writable(self)
+            except Exception:
+                self._callback_failed("on_writable")
+
+    # ------------------------------------------------------------- callbacks
+
+    def _open_callbacks(self) -> None:
+        """The handshake is complete: hand the connection to its `Handler`."""
+        callbacks = self._callbacks
+        assert callbacks is not None
+        self._on_message = callbacks.on_message
+        try:
+            callbacks.on_open(self)
+        except Exception:
+            self._callback_failed("on_open")
+
+    def _callback_failed(self, name: str) -> None:
+        logger.exception("WebSocket handler's %s failed", name)
+        if self._core.state is State.OPEN:
+            self.close_nowait(1011, "internal error")
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket until `resume_reading()`.
+
+        Backpressure for `Handler` users, whose messages are not queued: while
+        reading is paused, the kernel's buffers fill and the peer's writes slow
+        down.
+        """
+        if not self._reading_paused and self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again after `pause_reading()`."""
+        if self._reading_paused and self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def _wake_writers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, None
@@ -443,11 +539,18 @@ class WebSocket(asyncio.Protocol):
         core = self._core
         if core.state is not _OPEN:
             self._check_sendable()
-        if isinstance(message, str):
+        if type(message) is str or isinstance(message, str):
             core.send_text(message)
         else:
             core.send_binary(message)
-        self._write()
+        out = core._out
+        core._out = []
+        transport = self._transport
+        assert transport is not None
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
         return not self._writing_paused
 
     async def drain(self) -> None:
@@ -620,6 +723,29 @@ class WebSocket(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def _start_close(self, code: int, reason: str) -> None:
+        core = self._core
+        if core.state is State.OPEN:
+            core.send_close(code, reason)
+            self._write()
+        elif core.state is State.CONNECTING and self._transport is not None:
+            self._transport.close()
+        if core.close_expected() and self._transport is not None:
+            self._transport.close()
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake without waiting; idempotent.
+
+        For `Handler` callbacks. The TCP connection is aborted if it has not
+        ended `close_timeout` seconds later; `Handler.on_close()` tells when it has.
+
+        Raises:
+            ValueError: if the code may not be sent or the reason is too long.
+        """
+        self._start_close(code, reason)
+        if self._close_timer is None and self._transport is not None and not self._is_lost:
+            self._close_timer = self._loop.call_later(self._close_timeout, self._transport.abort)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with the closing handshake; idempotent.
 
@@ -629,14 +755,7 @@ class WebSocket(asyncio.Protocol):
         Raises:
             ValueError: if the code may not be sent or the reason is too long.
         """
-        core = self._core
-        if core.state is State.OPEN:
-            core.send_close(code, reason)
-            self._write()
-        elif core.state is State.CONNECTING and self._transport is not None:
-            self._transport.close()
-        if core.close_expected() and self._transport is not None:
-            self._transport.close()
+        self._start_close(code, reason)
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), self._close_timeout)
         except asyncio.TimeoutError:

@@ -9,10 +9,10 @@ import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tether.errors import ConnectionClosed, HandshakeError
-from tether.ws.connection import WebSocket
+from tether.ws.connection import Handler, WebSocket
 from tether.ws.deflate import DeflateParams
 from tether.ws.handshake import Headers, Request, Response
 from tether.ws.protocol import RequestReceived, ServerConnection, State
@@ -21,7 +21,10 @@ __all__ = ["Server", "ServerWebSocket", "serve", "upgrade_server"]
 
 logger = logging.getLogger("tether.ws")
 
-Handler = Callable[["ServerWebSocket"], Awaitable[None]]
+#: What serve() runs per connection: a coroutine function taking the connection,
+#: or the callback API: a Handler shared by every connection, or a Handler class
+#: instantiated per connection.
+ConnectionHandler = Callable[["ServerWebSocket"], Awaitable[None]] | Handler | type[Handler]
 ProcessRequest = Callable[[Request], "Awaitable[Response | None] | Response | None"]
 
 
@@ -93,14 +96,23 @@ class ServerWebSocket(WebSocket):
         self.response = self._core.response
         self.subprotocol = self._core.subprotocol
         self._start()
-        self.handler_task = self._loop.create_task(self._run_handler())
+        handler = self._server.handler
+        if isinstance(handler, Handler):
+            self._callbacks = handler
+        elif isinstance(handler, type) and issubclass(handler, Handler):
+            self._callbacks = handler()
+        else:
+            self.handler_task = self._loop.create_task(self._run_handler())
         # The response, and the answers to frames that came with the request.
         self._write()
+        if self._callbacks is not None:
+            self._open_callbacks()
         self._process_events()
 
     async def _run_handler(self) -> None:
+        handler = cast(Callable[["ServerWebSocket"], Awaitable[None]], self._server.handler)
         try:
-            await self._server.handler(self)
+            await handler(self)
         except ConnectionClosed:
             pass
         except Exception:
@@ -130,7 +142,7 @@ class Server:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: ConnectionHandler,
         *,
         process_request: ProcessRequest | None,
         subprotocols: Sequence[str],
@@ -286,7 +298,7 @@ class Server:
 
 
 def upgrade_server(
-    handler: Handler,
+    handler: ConnectionHandler,
     *,
     process_request: ProcessRequest | None = None,
     subprotocols: Sequence[str] = (),
@@ -306,7 +318,8 @@ def upgrade_server(
     and `wait_closed()` work as for a listening server.
 
     Args:
-        handler: a coroutine function taking the `ServerWebSocket`.
+        handler: a coroutine function taking the `ServerWebSocket`, or a
+            `Handler` (see `serve`).
         process_request, subprotocols, compression, open_timeout,
             ping_interval, ping_timeout, close_timeout, max_size, max_queue,
             write_limit: as for `serve`.
@@ -339,10 +352,13 @@ class serve:
     ``async with serve(handler, "127.0.0.1", 8765) as server:`` or
     ``server = await serve(...)``. For each connection, ``await handler(ws)``
     runs; when it returns the connection is closed with 1000, when it raises,
-    with 1011.
+    with 1011. With the callback API, handler is a `Handler` instance shared
+    by every connection or a `Handler` subclass instantiated per connection;
+    its methods are called from the connection's receive path.
 
     Args:
-        handler: a coroutine function taking the `ServerWebSocket`.
+        handler: a coroutine function taking the `ServerWebSocket`, a
+            `Handler`, or a `Handler` subclass.
         host: the address to listen on.
         port: the port; 0 picks a free one (see `Server.port`).
         process_request: called with the handshake `Request` before accepting;
@@ -360,7 +376,7 @@ class serve:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: ConnectionHandler,
         host: str | None = "127.0.0.1",
         port: int | None = 0,
         *,
