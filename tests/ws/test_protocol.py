@@ -265,6 +265,27 @@ class TestMessages:
         assert [(f.opcode, f.payload, f.masked) for f in frames] == [(1, b"a", True), (2, b"b", True)]
         assert client.data_to_send() == b""
 
+    @pytest.mark.parametrize("size", [125, 126, 65535, 65536, 200_000])
+    @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+    def test_every_header_size_both_ways(self, size: int, kind: type) -> None:
+        # From 64 KiB on, the payload is queued apart from its header (no copy to
+        # prepend it); data_to_send() still gives one whole frame.
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        client, server = open_pair()
+        for sender, receiver in ((client, server), (server, client)):
+            data = kind(bytearray(payload))
+            sender.send_binary(data)
+            if kind is bytearray:
+                data[0] ^= 0xFF  # changed after sending: what was sent stays
+            sender.send_text("after")
+            wire = sender.data_to_send()
+            frames = split_frames(wire)
+            assert [(f.opcode, f.payload, f.masked) for f in frames] == [
+                (Opcode.BINARY, payload, sender.is_client),
+                (Opcode.TEXT, b"after", sender.is_client),
+            ]
+            assert feed(receiver, wire) == [BinaryMessage(payload), TextMessage("after")]
+
     def test_server_does_not_mask(self) -> None:
         _, server = open_pair()
         server.send_text("a")

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from tether.errors import ConnectionClosed, InvalidState
 from tether.ws.protocol import (
+    _SPLIT_AT,
     BinaryMessage,
     CloseReceived,
     Connection,
@@ -470,9 +471,11 @@ class WebSocket(asyncio.Protocol):
     # ----------------------------------------------------------------- output
 
     def _write(self) -> None:
-        out = self._core.data_to_send()
+        core = self._core
+        out = core._out
         if out and self._transport is not None:
-            self._transport.write(out)
+            core._out = []
+            _write_all(self._transport, out)
 
     def _check_sendable(self) -> None:
         if self._core.state is not State.OPEN or self._lost.done():
@@ -519,7 +522,7 @@ class WebSocket(asyncio.Protocol):
         if len(out) == 1:
             transport.write(out[0])
         else:
-            transport.writelines(out)
+            _write_all(transport, out)
         if self._writing_paused:
             await self._drain()
 
@@ -550,7 +553,7 @@ class WebSocket(asyncio.Protocol):
         if len(out) == 1:
             transport.write(out[0])
         else:
-            transport.writelines(out)
+            _write_all(transport, out)
         return not self._writing_paused
 
     async def drain(self) -> None:
@@ -766,6 +769,21 @@ class WebSocket(asyncio.Protocol):
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
         await asyncio.shield(self._lost)
+
+
+def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Write what the core queued: a large payload on its own, small pieces joined.
+
+    asyncio's writelines() joins its pieces before Python 3.12, which would copy
+    a large payload once more only to prepend its frame header.
+    """
+    if len(out) == 1:
+        transport.write(out[0])
+    elif len(out[-1]) < _SPLIT_AT:
+        transport.write(b"".join(out))
+    else:
+        for piece in out:
+            transport.write(piece)
 
 
 async def _aiter_sync(items: Iterable[Data]) -> AsyncIterator[Data]:

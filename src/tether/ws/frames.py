@@ -49,6 +49,7 @@ def encode_frame(
     fin: bool = True,
     rsv1: bool = False,
     mask: bytes | None = None,
+    length: int | None = None,
 ) -> bytes:
     """Encode one frame (RFC 6455 §5.2).
 
@@ -58,11 +59,14 @@ def encode_frame(
         fin: whether this is the last frame of its message.
         rsv1: the "per-message compressed" bit (RFC 7692 §6).
         mask: four bytes to mask the payload with (clients must, §5.3), or None.
+        length: the payload length to announce, when payload is b"" because
+            the caller sends the (masked) payload itself after the header.
 
     Returns:
         The frame's bytes.
     """
-    length = len(payload)
+    if length is None:
+        length = len(payload)
     first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     mask_bit = 0x80 if mask is not None else 0
     if length < 126:

@@ -147,6 +147,9 @@ Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | RequestRecei
 _CONTROL_MAX = 125
 # Unmasked headers of whole text and binary frames of 0..125 bytes: the server's hot path.
 # Keys 0x8081 and 0x8082: the client's, with the mask bit.
+#: Payloads from this size on are queued apart from their frame header.
+_SPLIT_AT = 65536
+
 _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
 _SMALL_HEADERS.update(
     {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
@@ -564,17 +567,31 @@ class Connection:
             opcode, payload, fin=fin, rsv1=rsv1, mask=self._next_mask() if self.is_client else None
         )
 
-    def _encode_whole(self, first: int, payload: bytes | bytearray | memoryview) -> bytes:
-        """Encode an unfragmented, uncompressed frame; the hot path of sending."""
+    def _encode_whole(self, first: int, payload: bytes | bytearray | memoryview) -> None:
+        """Queue an unfragmented, uncompressed frame; the hot path of sending.
+
+        A large payload is queued apart from its header, so that it is not
+        copied once more only to prepend a few bytes (`data_to_send()` still
+        returns one bytes object; the asyncio front end writes the two pieces).
+        """
         n = len(payload)
         if self.is_client:
             mask = self._next_mask()
             if n < 126:
-                return b"".join((_SMALL_HEADERS[first | 0x8000][n], mask, apply_mask(payload, mask)))
-            return encode_frame(first & 0x0F, payload, mask=mask)
-        if n < 126:
-            return _SMALL_HEADERS[first][n] + payload
-        return encode_frame(first & 0x0F, payload)
+                self._out.append(
+                    b"".join((_SMALL_HEADERS[first | 0x8000][n], mask, apply_mask(payload, mask)))
+                )
+            elif n < _SPLIT_AT:
+                self._out.append(encode_frame(first & 0x0F, payload, mask=mask))
+            else:
+                self._out += (encode_frame(first & 0x0F, b"", mask=mask, length=n), apply_mask(payload, mask))
+        elif n < 126:
+            self._out.append(_SMALL_HEADERS[first][n] + payload)
+        elif n < _SPLIT_AT:
+            self._out.append(encode_frame(first & 0x0F, payload))
+        else:
+            # bytes(): the caller may change a bytearray once send_*() has returned.
+            self._out += (encode_frame(first & 0x0F, b"", length=n), bytes(payload))
 
     def _check_open(self) -> None:
         if self.state is not State.OPEN:
@@ -609,7 +626,7 @@ class Connection:
         """
         payload = data.encode() if isinstance(data, str) else data
         if fin and self.state is State.OPEN and not self._send_opcode and not self._compress:
-            self._out.append(self._encode_whole(0x81, payload))
+            self._encode_whole(0x81, payload)
         else:
             self._send_data(1, payload, fin)
 
@@ -620,7 +637,7 @@ class Connection:
             InvalidState: if the connection is not OPEN or a fragmented message is unfinished.
         """
         if fin and self.state is State.OPEN and not self._send_opcode and not self._compress:
-            self._out.append(self._encode_whole(0x82, data))
+            self._encode_whole(0x82, data)
         else:
             self._send_data(2, data, fin)
 
