@@ -6,4 +6,13 @@ Without a C compiler the build of tether._speedups fails quietly
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("tether._speedups", ["src/tether/_speedups.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension(
+            "tether._speedups",
+            ["src/tether/_speedups.c", "src/tether/_speedups_ws.c"],
+            depends=["src/tether/_speedups.h"],
+            optional=True,
+        )
+    ]
+)

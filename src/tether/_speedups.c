@@ -5,8 +5,7 @@
  *     at position `offset` of the frame payload. Same contract as the pure-Python
  *     tether.ws.frames._apply_mask_py, which stays the reference and the fallback.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_speedups.h" /* Python.h, and the functions of _speedups_ws.c */
 #include <stdint.h>
 #include <string.h>
 
@@ -71,6 +70,11 @@ done:
 static PyMethodDef methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask, offset=0) -> bytes: XOR data with a 4-byte mask."},
+    {"ws_scan", (PyCFunction)(void (*)(void))tether_ws_scan, METH_FASTCALL,
+     "ws_scan(data, pos, masked, fast_max, events, text_cls, binary_cls) -> int:\n"
+     "consume whole small WebSocket data frames into events (see _speedups_ws.c)."},
+    {"join_mask", (PyCFunction)(void (*)(void))tether_join_mask, METH_FASTCALL,
+     "join_mask(parts, mask) -> bytes: concatenate and unmask in one pass."},
     {NULL, NULL, 0, NULL},
 };
 

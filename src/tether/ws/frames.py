@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tether.errors import InvalidUtf8, ProtocolError
 
@@ -21,6 +23,7 @@ __all__ = [
     "encode_close",
     "encode_frame",
     "is_valid_close_code",
+    "join_mask",
 ]
 
 
@@ -112,16 +115,29 @@ def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes, offset: in
 
 _XOR_TABLES = [bytes(i ^ k for i in range(256)) for k in range(256)]
 
+
+def _join_mask_py(parts: Sequence[bytes | bytearray | memoryview], mask: bytes) -> bytes:
+    """Concatenate the pieces of one masked payload and unmask it from position 0."""
+    return apply_mask(b"".join(parts), mask)
+
+
+#: Scans whole small data frames into events; None on the pure-Python path, where
+#: tether.ws.protocol does it (the reference). See tether/_speedups_ws.c.
+scan_frames: Callable[[bytes, int, bool, int, list[Any], type, type], int] | None = None
 apply_mask = _apply_mask_py
+join_mask: Callable[[Sequence[bytes | bytearray | memoryview], bytes], bytes] = _join_mask_py
 #: True when the compiled accelerator (tether._speedups) is in use.
 SPEEDUPS = False
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
     try:
-        from tether._speedups import apply_mask
+        from tether import _speedups
     except ImportError:  # no compiler at install time: the pure-Python path
         pass
     else:
         SPEEDUPS = True
+        apply_mask = _speedups.apply_mask
+        join_mask = _speedups.join_mask
+        scan_frames = _speedups.ws_scan
 
 
 # RFC 6455 §7.4.1 and the IANA registry: 1012-1014 are registered since.

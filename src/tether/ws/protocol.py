@@ -49,7 +49,8 @@ from tether.errors import (
     ProtocolError,
 )
 from tether.ws import deflate as _deflate
-from tether.ws.frames import apply_mask, decode_close, encode_close, encode_frame
+from tether.ws import frames as _frames
+from tether.ws.frames import apply_mask, decode_close, encode_close, encode_frame, join_mask
 from tether.ws.handshake import (
     Headers,
     Request,
@@ -182,6 +183,7 @@ class Connection:
         "_buf",
         "_compress",
         "_decoder",
+        "_deferred_unmask",
         "_deflate",
         "_events",
         "_fast_max",
@@ -264,6 +266,9 @@ class Connection:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_parts: list[bytes | memoryview | str] = []
+        # A masked, uncompressed, one-frame binary message: its pieces are kept as
+        # they arrive and unmasked once, when it is whole (join_mask).
+        self._deferred_unmask = False
         self._decoder: codecs.IncrementalDecoder | None = None
         # Message being sent in fragments: its opcode, or 0.
         self._send_opcode = 0
@@ -342,6 +347,7 @@ class Connection:
             # Nothing more will be read: free the partial message at once.
             self._buf = b""
             self._msg_parts = []
+            self._deferred_unmask = False
             self._decoder = None
             return
         self._buf = data[pos:] if pos < len(data) else b""
@@ -362,11 +368,26 @@ class Connection:
         mask_bit = self._mask_bit
         fast_max = self._fast_max
         events = self._events
+        scan = _frames.scan_frames
+        if scan is not None and not self._left and not self._msg_opcode:
+            # Compiled: whole small data frames, as the fast path below takes them.
+            pos = scan(data, 0, bool(mask_bit), fast_max, events, TextMessage, BinaryMessage)
         while pos < end:
             if self._left:
                 if view is None:
                     view = memoryview(data)
                 n = self._left if self._left <= end - pos else end - pos
+                if self._deferred_unmask:
+                    self._msg_parts.append(view[pos : pos + n])
+                    pos += n
+                    self._left -= n
+                    if not self._left:
+                        assert self._frame_mask is not None
+                        events.append(BinaryMessage(join_mask(self._msg_parts, self._frame_mask)))  # type: ignore[arg-type]
+                        self._msg_parts = []
+                        self._msg_opcode = 0
+                        self._deferred_unmask = False
+                    continue
                 mask = self._frame_mask
                 if mask is not None:
                     chunk: bytes | memoryview = apply_mask(view[pos : pos + n], mask, self._mask_pos)
@@ -475,6 +496,9 @@ class Connection:
             self._mask_pos = 0
             self._frame_fin = bool(fin)
             self._left = length
+            self._deferred_unmask = bool(
+                masked and fin and opcode == 2 and length and not self._msg_compressed
+            )
             pos += hlen
             if length == 0:
                 self._message_data(b"", self._frame_fin)
