@@ -517,12 +517,8 @@ class WebSocket(asyncio.Protocol):
             raise TypeError(f"cannot send {type(message).__name__}")
         out = core._out
         core._out = []
-        transport = self._transport
-        assert transport is not None
-        if len(out) == 1:
-            transport.write(out[0])
-        else:
-            _write_all(transport, out)
+        assert self._transport is not None
+        _write_all(self._transport, out)
         if self._writing_paused:
             await self._drain()
 
@@ -548,12 +544,8 @@ class WebSocket(asyncio.Protocol):
             core.send_binary(message)
         out = core._out
         core._out = []
-        transport = self._transport
-        assert transport is not None
-        if len(out) == 1:
-            transport.write(out[0])
-        else:
-            _write_all(transport, out)
+        assert self._transport is not None
+        _write_all(self._transport, out)
         return not self._writing_paused
 
     async def drain(self) -> None:
