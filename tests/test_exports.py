@@ -76,6 +76,7 @@ PINNED = {
         "ConnectionClosed",
         "Data",
         "DeflateParams",
+        "Handler",
         "HandshakeError",
         "Headers",
         "InvalidState",

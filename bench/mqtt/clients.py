@@ -243,7 +243,12 @@ class GmqttConn(AsyncConn):
         await self.client.disconnect()
 
 
-ASYNC_LIBS: dict[str, Any] = {"tether": TetherConn, "aiomqtt": AiomqttConn, "gmqtt": GmqttConn}
+ASYNC_LIBS: dict[str, Any] = {
+    "tether": TetherConn,
+    "tether-py": TetherConn,  # with TETHER_NO_SPEEDUPS=1 (see main())
+    "aiomqtt": AiomqttConn,
+    "gmqtt": GmqttConn,
+}
 
 
 async def async_throughput(s: Settings, qos: int) -> dict[str, Any]:
@@ -679,6 +684,10 @@ def parse_args(argv: list[str] | None) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv)
+    if s.lib == "tether-py":
+        # tether's pure-Python path: set before tether is first imported.
+        assert "tether.mqtt" not in sys.modules
+        os.environ["TETHER_NO_SPEEDUPS"] = "1"
     settle_malloc()
     pin_to_cpu(s.cpu)
     raise_nofile()
@@ -697,6 +706,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": f"timeout after {s.timeout:g} s" + (f" ({exc})" if str(exc) else "")}
     except Exception as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
+    if s.lib.startswith("tether"):
+        from tether.mqtt import packets
+
+        result["speedups"] = getattr(packets, "SPEEDUPS", False)  # False before the MQTT speedups
     print(json.dumps(result), flush=True)
     return 0 if "error" not in result else 1
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 __all__ = [
+    "DEFAULT_LIBS",
     "HOST",
     "LIBS",
     "LOOPS",
@@ -52,10 +53,13 @@ from shared import (
 
 #: Libraries in the order the tables list them. "mosquitto-clients" is mosquitto_pub and
 #: mosquitto_sub (C, libmosquitto): the reference for throughput, not a peer.
-LIBS = ("tether", "paho", "aiomqtt", "gmqtt", "mosquitto-clients")
+#: "tether-py" is tether on its pure-Python path (TETHER_NO_SPEEDUPS=1 in its processes),
+#: run only when --libs names it.
+LIBS = ("tether", "tether-py", "paho", "aiomqtt", "gmqtt", "mosquitto-clients")
+DEFAULT_LIBS = tuple(lib for lib in LIBS if lib != "tether-py")
 PEERS = ("paho", "aiomqtt", "gmqtt")
 #: Which libraries run on an asyncio event loop (and so on uvloop too).
-ON_LOOP = ("tether", "aiomqtt", "gmqtt")
+ON_LOOP = ("tether", "tether-py", "aiomqtt", "gmqtt")
 LOOPS = ("asyncio", "uvloop")
 SCENARIOS = ("q0", "q1", "rr", "mem")
 TRANSPORTS = ("tcp", "ws")

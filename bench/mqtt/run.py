@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    DEFAULT_LIBS,
     LIBS,
     LOOPS,
     ON_LOOP,
@@ -197,7 +198,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--runs", type=int, help="repetitions of each measurement (default 3; 1 with --quick)"
     )
     parser.add_argument("--loop", choices=[*LOOPS, "both"], default="both")
-    parser.add_argument("--libs", default=",".join(LIBS), help=f"comma-separated, from {', '.join(LIBS)}")
+    parser.add_argument(
+        "--libs", default=",".join(DEFAULT_LIBS), help=f"comma-separated, from {', '.join(LIBS)}"
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from q0,q1,rr,mem")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated, from tcp,ws")
     parser.add_argument("--version", type=int, choices=(4, 5), default=5, help="MQTT version (default 5)")

@@ -1,7 +1,16 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes: ...
+def split_packets(
+    buf: bytes | bytearray | memoryview,
+    at: int,
+    max_size: int,
+    version: int,
+    names: dict[bytes, str] | None = None,
+    message: Callable[[str, bytes, int, bool], Any] | None = None,
+    /,
+) -> tuple[list[Any], int, bool]: ...
 def ws_scan(
     data: bytes,
     pos: int,

@@ -1,4 +1,9 @@
-/* tether._speedups, WebSocket part: frame scanning and unmasking (RFC 6455 §5).
+/* tether._speedups, WebSocket part: masking and frame scanning (RFC 6455 §5).
+ *
+ * apply_mask(data, mask, offset=0) -> bytes
+ *     XOR data with a four-byte WebSocket masking key (RFC 6455 §5.3), starting
+ *     at position `offset` of the frame payload. Same contract as the pure-Python
+ *     tether.ws.frames._apply_mask_py, which stays the reference and the fallback.
  *
  * ws_scan(data, pos, masked, fast_max, events, text_cls, binary_cls) -> int
  *     From offset pos of data (bytes), consume consecutive whole, unfragmented,
@@ -66,8 +71,9 @@ new_message(message_class *slot, PyObject *data)
     return obj;
 }
 
-void
-tether_mask_copy(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsigned char *mask,
+/* out[i] = in[i] ^ mask[(offset + i) % 4] for i < n, a word at a time. */
+static void
+mask_copy(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsigned char *mask,
                  Py_ssize_t offset)
 {
     unsigned char rotated[8];
@@ -84,6 +90,50 @@ tether_mask_copy(unsigned char *out, const unsigned char *in, Py_ssize_t n, cons
     }
     for (; i < n; i++)
         out[i] = in[i] ^ rotated[i & 7];
+}
+
+/* Only large payloads are worth giving the GIL away for. */
+#define RELEASE_GIL_FROM 65536
+#define TETHER_NOGIL_IF(cond) { PyThreadState *saved_ = (cond) ? PyEval_SaveThread() : NULL;
+#define TETHER_NOGIL_END if (saved_ != NULL) PyEval_RestoreThread(saved_); }
+
+PyObject *
+tether_apply_mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "apply_mask(data, mask, offset=0)");
+        return NULL;
+    }
+    Py_ssize_t offset = 0;
+    if (nargs == 3) {
+        offset = PyLong_AsSsize_t(args[2]);
+        if (offset == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_buffer data, mask;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &mask, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (mask.len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask must be 4 bytes");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, data.len);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    TETHER_NOGIL_IF(data.len >= RELEASE_GIL_FROM)
+    mask_copy(out, (const unsigned char *)data.buf, data.len, (const unsigned char *)mask.buf, offset);
+    TETHER_NOGIL_END
+
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&mask);
+    return result;
 }
 
 PyObject *
@@ -132,7 +182,7 @@ tether_ws_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         const unsigned char *payload = buf + pos + header;
         if (masked) {
-            tether_mask_copy(plain, payload, length, buf + pos + 2, 0);
+            mask_copy(plain, payload, length, buf + pos + 2, 0);
             payload = plain;
         }
         PyObject *value, *message;
@@ -199,12 +249,14 @@ tether_join_mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (result == NULL)
         goto done;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    TETHER_NOGIL_IF(total >= RELEASE_GIL_FROM)
     Py_ssize_t at = 0;
     for (Py_ssize_t k = 0; k < count; k++) {
-        tether_mask_copy(out + at, (const unsigned char *)views[k].buf, views[k].len,
-                         (const unsigned char *)mask.buf, at);
+        mask_copy(out + at, (const unsigned char *)views[k].buf, views[k].len,
+                  (const unsigned char *)mask.buf, at);
         at += views[k].len;
     }
+    TETHER_NOGIL_END
 
 done:
     for (Py_ssize_t k = 0; k < held; k++)

@@ -792,3 +792,42 @@ def test_the_password_of_a_url_stays_out_of_errors_and_logs() -> None:
     assert "s3cret" not in str(info.value) and "mqtt:///no-host" in str(info.value)
     client = Client("mqtt://user:s3cret@127.0.0.1:1")
     assert client._shown_url == "mqtt://127.0.0.1:1"
+
+
+async def test_a_burst_of_qos0_publishes_is_written_while_it_is_made() -> None:
+    count = 600  # of 8 KiB each: more than the socket buffers hold
+
+    async def script(s: Session) -> None:
+        await s.accept()
+        for i in range(count):
+            publish = await s.expect(Publish)
+            assert int(publish.payload.rstrip()) == i
+        await s.expect(Disconnect)
+
+    async with FakeBroker(script) as broker, client(broker, write_limit=2**12) as c:
+        await c.publish("t", b"0".ljust(2**13))
+        # The rest without yielding to the loop unless the write buffer is full: the burst
+        # goes out in writes of 64 KiB, not all at the end of the turn.
+        for i in range(1, count):
+            await c.publish("t", str(i).encode().ljust(2**13))
+            assert c.session.bytes_to_send < 2**16 + 2**14
+    await broker.finished()
+
+
+async def test_closed_streams_and_unknown_filters() -> None:
+    async def script(s: Session) -> None:
+        await s.accept()
+        unsubscribe = await s.expect(Unsubscribe)
+        s.send(UnsubAck(unsubscribe.packet_id, (RC.NO_SUBSCRIPTION_EXISTED,)))
+        s.send(Publish("a", b"1"))
+        await s.expect(Disconnect)
+
+    async with FakeBroker(script) as broker, client(broker) as c:
+        async with c.messages("a") as closed:
+            pass
+        everything = c.messages()
+        await c.unsubscribe("never/subscribed")  # 0x11 is not a refusal
+        assert (await everything.get(5)).payload == b"1"
+        assert len(closed) == 0
+        closed.close()  # a second close is harmless
+    await broker.finished()

@@ -1028,3 +1028,89 @@ def test_random_bytes_give_packets_or_a_protocol_error(version: int, chunks: lis
 )
 def test_topic_matches(filter: str, topic: str, expected: bool) -> None:
     assert topic_matches(filter, topic) is expected
+
+
+# --- splitting a stream (the reference of tether._speedups.split_packets) -----------------
+
+
+def _message(topic: str, payload: bytes, qos: int, retain: bool) -> tuple[str, bytes, int, bool]:
+    return (topic, payload, qos, retain)
+
+
+@pytest.mark.parametrize("version", [V4, V5])
+def test_split_packets_py_frames_whole_packets(version: int) -> None:
+    from tether.mqtt.packets import _split_packets_py
+
+    names = {b"a/b": "a/b"}
+    known = encode(Publish("a/b", b"12", retain=True), version)
+    unknown = encode(Publish("c", b"3"), version)
+    qos1 = encode(Publish("a/b", b"4", qos=1, packet_id=7), version)
+    ack = encode(PubAck(9), version)
+    wire = known + unknown + qos1 + ack + known[:3]
+    items, offset, malformed = _split_packets_py(wire, 0, 1000, version, names, _message)
+    at = len(known)
+    assert items == [
+        ("a/b", b"12", 0, True),
+        (0x30, at + 2, at + len(unknown)),
+        (0x32, at + len(unknown) + 2, at + len(unknown) + len(qos1)),
+        (0x40, at + len(unknown) + len(qos1) + 2, len(wire) - 3),
+    ]
+    assert (offset, malformed) == (len(wire) - 3, False)
+    # Without names (or without a message factory) every packet is a fixed header.
+    for args in ((None, _message), (names, None)):
+        assert [item[0] for item in _split_packets_py(wire, 0, 1000, version, *args)[0]] == [
+            0x31,
+            0x30,
+            0x32,
+            0x40,
+        ]
+
+
+def test_split_packets_py_leaves_odd_publishes_to_the_decoder() -> None:
+    from tether.mqtt.packets import _split_packets_py
+
+    names = {b"a/b": "a/b"}
+    with_props = encode(Publish("a/b", b"x", properties=Properties(content_type="t")), V5)
+    no_room = bytes((0x30, 3, 0, 9, 0x61))  # topic length past the end of the packet
+    too_short = bytes((0x30, 2, 0, 0))  # no room for a topic and anything after it
+    v5_no_props = bytes((0x30, 5, 0, 3)) + b"a/b"  # 5.0: the property length is missing
+    for wire in (with_props, no_room, too_short, v5_no_props):
+        items, offset, malformed = _split_packets_py(wire, 0, 1000, V5, names, _message)
+        assert items == [(0x30, 2, len(wire))]
+        assert (offset, malformed) == (len(wire), False)
+
+
+@pytest.mark.parametrize(
+    ("wire", "max_size"),
+    [
+        (b"\x00\x00", 10),  # reserved type
+        (b"\x41\x02\x00\x01", 10),  # PUBACK with flags
+        (b"\x30\x80\x00", 10),  # remaining length not in its shortest form
+        (b"\x30\xff\xff\xff\xff\x01", 10**9),  # longer than four bytes
+        (b"\x30\x20", 10),  # over max_size
+    ],
+)
+def test_split_packets_py_reports_a_malformed_header(wire: bytes, max_size: int) -> None:
+    from tether.mqtt.packets import _decode_fixed_header, _split_packets_py
+
+    ack = encode(PubAck(1), V5)
+    items, offset, malformed = _split_packets_py(ack + wire, 0, max_size, V5)
+    assert (items, offset, malformed) == ([(0x40, 2, 4)], len(ack), True)
+    with pytest.raises(ProtocolError):
+        _decode_fixed_header(memoryview(ack + wire), offset, max_size, V5)
+
+
+def test_the_compiled_splitter_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tether.mqtt import packets
+
+    monkeypatch.setenv("TETHER_NO_SPEEDUPS", "1")
+    assert packets._load_compiled() is None
+    monkeypatch.delenv("TETHER_NO_SPEEDUPS")
+    monkeypatch.setitem(sys.modules, "tether._speedups", None)  # not built: import fails
+    assert packets._load_compiled() is None
+    monkeypatch.setitem(sys.modules, "tether._speedups", type(sys)("tether._speedups"))
+    sys.modules["tether._speedups"].split_packets = _message  # type: ignore[attr-defined]
+    loaded: object = packets._load_compiled()
+    assert loaded is _message

@@ -1220,3 +1220,39 @@ def test_qos0_receive_fast_path_events(version):
     # A topic with a wildcard is still refused after valid ones were cached.
     conn.receive_data(b"\x30\x05\x00\x02a#" + (b"\x00" if version == V5 else b"") + b"x"[: version == V4], 0)
     assert conn.state is State.CLOSED
+
+
+def test_qos0_publish_fast_path_resets_the_keepalive_timer_and_counts_bytes():
+    conn, _ = connect(V5, keepalive=10)
+    wire = encode(Publish("a/b", b"x"), V5)
+    conn.publish("a/b", b"x", now=1.0)  # teaches the connection the topic
+    conn.publish("a/b", b"x", now=5.0)
+    assert conn.bytes_to_send == 2 * len(wire)
+    assert conn.next_deadline() == 15.0
+    assert conn.data_to_send() == 2 * wire
+    assert conn.bytes_to_send == 0
+
+
+@BOTH
+def test_packets_before_a_malformed_header_are_handled_first(version):
+    conn, broker = connect(version)
+    broker.send(Publish("a/b", b"seen"))  # the topic is now known to the fast path
+    conn.receive_data(broker.wire(PingResp(), Publish("a/b", b"x"), Publish("c", b"y")) + b"\x00\x00", 0.0)
+    assert conn.events_received() == [PongReceived(), Message("a/b", b"x"), Message("c", b"y")]
+    assert_failed(conn, MalformedPacket, RC.MALFORMED_PACKET)
+
+
+@BOTH
+def test_input_after_the_server_disconnects_in_the_same_read_is_ignored(version):
+    conn, broker = connect(version)
+    broker.send(Publish("a/b", b"seen"))
+    after = broker.wire(Publish("a/b", b"late")) + b"\x00\x00"
+    if version == V5:
+        conn.receive_data(broker.wire(Disconnect(RC.SERVER_SHUTTING_DOWN)) + after, 0.0)
+        assert conn.events_received() == [Disconnected(RC.SERVER_SHUTTING_DOWN)]
+        assert conn.state is State.CLOSED and conn.error is None
+    else:
+        # 3.1.1: a server never sends DISCONNECT; what follows the error is ignored too.
+        conn.receive_data(broker.wire(Disconnect()) + after, 0.0)
+        assert conn.events_received() == []
+        assert_failed(conn, ProtocolError, RC.PROTOCOL_ERROR)

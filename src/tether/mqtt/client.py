@@ -35,7 +35,7 @@ import ssl as ssl_module
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
 
@@ -89,6 +89,16 @@ _PERMANENT_REFUSALS: Final = frozenset(
         ReasonCode.BAD_AUTHENTICATION_METHOD,
     }
 )
+
+# Bytes of QoS 0 publishes made in one turn of the loop that are written at once, without
+# waiting for the end of the turn.
+_EARLY_WRITE: Final = 2**16
+
+# Each table and list of a client that is empty is one of these two read-only objects,
+# replaced by a dict or list at the first entry: an idle connection holds no empty
+# containers (64 and 56 bytes each). Writing to them raises instead of sharing state.
+_NO_ENTRIES: Final = cast("dict[Any, Any]", MappingProxyType({}))
+_NO_ITEMS: Final = cast("list[Any]", ())
 
 Payload = bytes | bytearray | memoryview | str
 OnConnect = Callable[["Client", Connected], object]
@@ -596,20 +606,20 @@ class Client:
         self._connack: asyncio.Future[Connected] | None = None
         # Made by disconnect() to wait for the link to close.
         self._lost: asyncio.Future[BaseException | None] | None = None
-        self._connected_waiters: list[asyncio.Future[None]] = []
-        self._space_waiters: list[asyncio.Future[None]] = []
+        self._connected_waiters: list[asyncio.Future[None]] = _NO_ITEMS
+        self._space_waiters: list[asyncio.Future[None]] = _NO_ITEMS
         self._publish_turn: asyncio.Lock | None = None  # made when a publish first waits
         # Publishes accepted since the last write to the outbox (see _flush()).
         self._unwritten = 0
         self._unwritten_size = 0
         self._publishers_waiting = 0
-        self._publishes: dict[int, asyncio.Future[int]] = {}
+        self._publishes: dict[int, asyncio.Future[int]] = _NO_ENTRIES
         # SUBSCRIBE/UNSUBSCRIBE waiting for their answer: packet id -> (future, request).
-        self._requests: dict[int, tuple[asyncio.Future[Any], tuple[Any, ...]]] = {}
-        self._subscriptions: dict[str, tuple[Subscription, Properties | None]] = {}
-        self._streams: list[MessageStream] = []
+        self._requests: dict[int, tuple[asyncio.Future[Any], tuple[Any, ...]]] = _NO_ENTRIES
+        self._subscriptions: dict[str, tuple[Subscription, Properties | None]] = _NO_ENTRIES
+        self._streams: list[MessageStream] = _NO_ITEMS
         self._full_streams = 0
-        self._responses: dict[bytes, asyncio.Future[Message]] = {}
+        self._responses: dict[bytes, asyncio.Future[Message]] = _NO_ENTRIES
         self._response_topic: str | None = None
         self._response_subscribed: asyncio.Future[tuple[int, ...]] | None = None
         self._up = False  # connected, as on_disconnect sees it
@@ -810,6 +820,8 @@ class Client:
         self._check_usable()
         assert self._loop is not None
         waiter = self._loop.create_future()
+        if self._connected_waiters is _NO_ITEMS:
+            self._connected_waiters = []
         self._connected_waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, timeout)
@@ -885,19 +897,17 @@ class Client:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(closed)
-            waiters.clear()
+        self._connected_waiters = self._space_waiters = _NO_ITEMS
         for future in (*self._publishes.values(), *(f for f, _ in self._requests.values())):
             if not future.done():
                 future.set_exception(closed)
         for response in self._responses.values():
             if not response.done():
                 response.set_exception(closed)
-        self._publishes.clear()
-        self._requests.clear()
-        self._responses.clear()
+        self._publishes = self._requests = self._responses = _NO_ENTRIES
         for stream in self._streams:
             stream._finish(error)
-        self._streams.clear()
+        self._streams = _NO_ITEMS
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -974,7 +984,7 @@ class Client:
             if isinstance(event, Message):
                 self._deliver(event)
             elif isinstance(event, Published):
-                future = self._publishes.pop(event.packet_id, None)
+                future = self._publishes.pop(event.packet_id, None) if self._publishes else None
                 if future is not None and not future.done():
                     if event.reason_code >= 0x80:
                         future.set_exception(
@@ -986,7 +996,7 @@ class Client:
                         future.set_result(event.reason_code)
                 self._wake_space()
             elif isinstance(event, (Subscribed, Unsubscribed)):
-                entry = self._requests.pop(event.packet_id, None)
+                entry = self._requests.pop(event.packet_id, None) if self._requests else None
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(event.reason_codes)
             elif isinstance(event, Connected):
@@ -1012,7 +1022,7 @@ class Client:
         # Send again any SUBSCRIBE/UNSUBSCRIBE that was waiting for its answer, and when
         # the server has no subscriptions for us, make them again.
         waiting = list(self._requests.values())
-        self._requests.clear()
+        self._requests = _NO_ENTRIES
         if not event.session_present:
             for subscription, props in self._subscriptions.values():
                 self._send_request(("subscribe", (subscription,), props), None)
@@ -1023,7 +1033,7 @@ class Client:
         for waiter in self._connected_waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        self._connected_waiters.clear()
+        self._connected_waiters = _NO_ITEMS
         self._wake_space()
         if self.on_connect is not None:
             self._callback(self.on_connect, self, event)
@@ -1031,7 +1041,7 @@ class Client:
     def _deliver(self, message: Message) -> None:
         correlation = message.properties.correlation_data
         if correlation is not None and message.topic == self._response_topic:
-            future = self._responses.pop(correlation, None)
+            future = self._responses.pop(correlation, None) if self._responses else None
             if future is not None and not future.done():
                 future.set_result(message)
             return
@@ -1057,7 +1067,7 @@ class Client:
             link.resume_reading()
 
     def _remove_stream(self, stream: MessageStream) -> None:
-        with contextlib.suppress(ValueError):
+        if stream in self._streams:
             self._streams.remove(stream)
 
     def _wake_space(self) -> None:
@@ -1127,6 +1137,8 @@ class Client:
         self._check_usable()
         assert self._loop is not None
         waiter = self._loop.create_future()
+        if self._space_waiters is _NO_ITEMS:
+            self._space_waiters = []
         self._space_waiters.append(waiter)
         await waiter
 
@@ -1176,7 +1188,12 @@ class Client:
             assert self._loop is not None
             data0 = payload.encode() if isinstance(payload, str) else payload
             core.publish(topic, data0, 0, retain, properties, now=self._loop.time())
-            if self._flush_handle is None:
+            if core.bytes_to_send >= _EARLY_WRITE:
+                # A burst in one turn of the loop: write what it made so far, so that the
+                # server works on it while more is made, and the write buffer's limit
+                # (``link.paused``) holds the burst back.
+                self._flush()
+            elif self._flush_handle is None:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if link.paused:
                 await link.drain()
@@ -1215,6 +1232,8 @@ class Client:
             self._unwritten_size += size
         assert packet_id is not None and self._loop is not None
         future: asyncio.Future[int] = self._loop.create_future()
+        if self._publishes is _NO_ENTRIES:
+            self._publishes = {}
         self._publishes[packet_id] = future
         self._schedule_flush()
         link = self._link
@@ -1265,6 +1284,8 @@ class Client:
         refused = [(s.filter, c) for s, c in zip(items, codes, strict=True) if c >= 0x80]
         for sub, code in zip(items, codes, strict=True):
             if code < 0x80:
+                if self._subscriptions is _NO_ENTRIES:
+                    self._subscriptions = {}
                 self._subscriptions[sub.filter] = (sub, properties)
         if refused:
             names = ", ".join(f"{f!r}: {_describe(c, MQTT_5)}" for f, c in refused)
@@ -1287,7 +1308,8 @@ class Client:
             raise ValueError("unsubscribe() needs at least one topic filter")
         for item in items:
             validate_filter(item)
-            self._subscriptions.pop(item, None)
+            if item in self._subscriptions:
+                del self._subscriptions[item]
         codes: tuple[int, ...] = await self._request(("unsubscribe", items, properties))
         refused = [(f, c) for f, c in zip(items, codes, strict=False) if c >= 0x80]
         if refused:
@@ -1300,14 +1322,14 @@ class Client:
             self._send_request(request, future)
         else:
             # Sent by _connected() after the next CONNACK.
-            self._requests[-id(future)] = (future, request)
+            self._add_request(-id(future), future, request)
         return await future
 
     def _send_request(self, request: tuple[Any, ...], future: asyncio.Future[Any] | None) -> None:
         core = self.session
         if core.state is not State.CONNECTED:
             if future is not None:
-                self._requests[-id(future)] = (future, request)
+                self._add_request(-id(future), future, request)
             return
         kind, items, props = request
         assert self._loop is not None
@@ -1319,8 +1341,13 @@ class Client:
         if future is None:
             future = self._loop.create_future()
             future.add_done_callback(_log_resubscribe)
-        self._requests[packet_id] = (future, request)
+        self._add_request(packet_id, future, request)
         self._schedule_flush()
+
+    def _add_request(self, key: int, future: asyncio.Future[Any], request: tuple[Any, ...]) -> None:
+        if self._requests is _NO_ENTRIES:
+            self._requests = {}
+        self._requests[key] = (future, request)
 
     def messages(self, filter: str | None = None, *, max_queue: int = 1000) -> MessageStream:
         """Collect the messages whose topic matches ``filter`` (all when None).
@@ -1335,6 +1362,8 @@ class Client:
         if self._error is not None or self._closing:
             stream._finish(self._error)
         else:
+            if self._streams is _NO_ITEMS:
+                self._streams = []
             self._streams.append(stream)
         return stream
 
@@ -1373,6 +1402,8 @@ class Client:
         correlation = secrets.token_bytes(8)
         assert self._loop is not None
         future: asyncio.Future[Message] = self._loop.create_future()
+        if self._responses is _NO_ENTRIES:
+            self._responses = {}
         self._responses[correlation] = future
         props = replace(
             properties or Properties(), response_topic=self._response_topic, correlation_data=correlation
@@ -1383,7 +1414,8 @@ class Client:
         except asyncio.TimeoutError as exc:
             raise Timeout(f"no response to {topic!r} within {timeout} s") from exc
         finally:
-            self._responses.pop(correlation, None)
+            if correlation in self._responses:
+                del self._responses[correlation]
 
     async def respond(
         self,

@@ -14,7 +14,9 @@ acknowledgements, UNSUBACK or DISCONNECT, no subscription options beyond QoS and
 from __future__ import annotations
 
 import enum
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -1108,6 +1110,63 @@ def _decode_fixed_header(buf: _Buffer, at: int, max_size: int, version: int) -> 
     if end - at > max_size:
         raise PayloadTooBig(f"packet of {end - at} bytes is larger than {max_size}")
     return first, start, end
+
+
+def _split_packets_py(
+    buf: _Buffer,
+    at: int,
+    max_size: int,
+    version: int,
+    names: dict[bytes, str] | None = None,
+    message: Callable[[str, bytes, int, bool], Any] | None = None,
+) -> tuple[list[Any], int, bool]:
+    # Split the whole packets of buf from offset at by their fixed headers (MQTT 5.0 §2.1).
+    # Returns (items, offset, malformed): items in order, each the (first byte, start of the
+    # variable header, end) of a packet, except that with names and message a QoS 0 PUBLISH
+    # without DUP (§3.3.1) and, in 5.0, without properties, whose topic name is a key of
+    # names, is message(names[topic], payload, 0, retain) (names holds only topic names
+    # found valid before). offset is the end of the last whole packet; malformed says that
+    # the fixed header at offset is invalid: _decode_fixed_header() there raises the error.
+    # The reference of tether._speedups.split_packets, which builds each such message as a
+    # copy of message("", b"", 0, False) with topic, payload and retain replaced.
+    items: list[Any] = []
+    size = len(buf)
+    v5 = version == MQTT_5
+    while True:
+        try:
+            header = _decode_fixed_header(buf, at, max_size, version)
+        except ProtocolError:
+            return items, at, True
+        if header is None or header[2] > size:
+            return items, at, False
+        first, start, end = header
+        if names is not None and message is not None and first & 0xFE == 0x30 and end - start > 2:
+            topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+            topic = names.get(bytes(buf[start + 2 : topic_end])) if topic_end <= end else None
+            if topic is not None and (not v5 or (topic_end < end and buf[topic_end] == 0)):
+                items.append(message(topic, bytes(buf[topic_end + v5 : end]), 0, bool(first & 1)))
+                at = end
+                continue
+        items.append(header)
+        at = end
+
+
+def _load_compiled() -> Callable[..., tuple[list[Any], int, bool]] | None:
+    # tether._speedups.split_packets, unless TETHER_NO_SPEEDUPS is set or it is not built
+    # (no compiler at install time, or a build older than it).
+    if os.environ.get("TETHER_NO_SPEEDUPS"):
+        return None
+    try:
+        from tether._speedups import split_packets
+    except ImportError:
+        return None
+    return split_packets
+
+
+_compiled_split = _load_compiled()
+#: True when the compiled accelerator (tether._speedups) splits received packets.
+SPEEDUPS = _compiled_split is not None
+_split_packets = _compiled_split or _split_packets_py
 
 
 def decode(

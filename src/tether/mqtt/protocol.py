@@ -30,18 +30,20 @@ end then writes `data_to_send()` and closes the transport. A caller's mistake ra
 once: `InvalidState` for a call in the wrong state, `ValueError` for bad arguments, in
 both cases before anything is queued.
 
-Input is decoded one packet at a time and each packet is handled before the next is
-decoded, so the events do not depend on how the byte stream was split, even when it
+Input is split into packets by their fixed headers in one pass (in C when the optional
+accelerator `tether._speedups` is built), then each packet is decoded and handled before
+the next, so the events do not depend on how the byte stream was split, even when it
 ends in an invalid packet.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from types import MappingProxyType
+from typing import Any, Final, Literal, cast
 
 from tether.errors import InvalidState, ProtocolError
 from tether.mqtt.packets import (
@@ -73,6 +75,7 @@ from tether.mqtt.packets import (
     Will,
     _decode_body,
     _decode_fixed_header,
+    _split_packets,
     encode,
     encode_string,
     validate_filter,
@@ -110,6 +113,15 @@ _LARGEST_PACKET: Final = 268_435_455 + 5
 _ACK_HEADS: Final = {kind: bytes((kind, 2)) for kind in (0x40, 0x50, 0x62, 0x70)}
 # How many topic names the QoS 0 fast paths remember, each way.
 _TOPIC_CACHE: Final = 1024
+# The fixed headers of QoS 0 PUBLISH packets with a remaining length below 128, by retain
+# flag and length (MQTT 5.0 §3.3.1).
+_QOS0_HEADERS: Final = tuple(tuple(bytes((first, n)) for n in range(128)) for first in (0x30, 0x31))
+# Every table of a session that is empty is this one read-only mapping, replaced by a dict
+# at the first entry: an idle connection holds no empty dicts (64 bytes each). Writing to
+# it raises TypeError instead of sharing state between connections.
+_EMPTY: Final = cast("dict[Any, Any]", MappingProxyType({}))
+# The session changes of a connection that does not track them: never appended to.
+_EMPTY_CHANGES: Final = cast("list[SessionChange]", ())
 
 
 class State(enum.Enum):
@@ -440,24 +452,24 @@ class Connection:
         self._events: list[Event] = []
         self._buffer = bytearray()
         self._track = track_changes
-        self._changes: list[SessionChange] = []
+        self._changes: list[SessionChange] = [] if track_changes else _EMPTY_CHANGES
         # Topics seen valid, for the QoS 0 fast paths: name -> encoded, encoded -> name.
-        self._topic_heads: dict[str, bytes] = {}
-        self._topic_names: dict[bytes, str] = {}
+        self._topic_heads: dict[str, bytes] = _EMPTY
+        self._topic_names: dict[bytes, str] = _EMPTY
         self._connected_before = False
         self._sent_clean_start = clean_start
         # Session state (§4.1), kept across connection_lost().
-        self._in_flight: OrderedDict[int, _Flight] = OrderedDict()
+        self._in_flight: dict[int, _Flight] = _EMPTY  # in the order they were sent
         # Publishes waiting for a send slot; made when the first one waits.
         self._queue: deque[Publish] | None = None
         # Packet id sets are dicts (keys only): an empty dict costs 64 bytes, a set 216.
-        self._queued_ids: dict[int, None] = {}
-        self._qos2_received: dict[int, bool] = {}  # packet id -> PUBREC sent
+        self._queued_ids: dict[int, None] = _EMPTY
+        self._qos2_received: dict[int, bool] = _EMPTY  # packet id -> PUBREC sent
         # Network connection state.
-        self._requests: dict[int, int] = {}  # SUBSCRIBE/UNSUBSCRIBE packet id -> filters
-        self._unacked_qos1: dict[int, None] = {}
-        self._aliases_in: dict[int, str] = {}
-        self._aliases_out: dict[str, int] = {}
+        self._requests: dict[int, int] = _EMPTY  # SUBSCRIBE/UNSUBSCRIBE packet id -> filters
+        self._unacked_qos1: dict[int, None] = _EMPTY
+        self._aliases_in: dict[int, str] = _EMPTY
+        self._aliases_out: dict[str, int] = _EMPTY
         self._next_id = 1
         self._last_sent = 0.0
         self._ping_sent: float | None = None
@@ -490,6 +502,11 @@ class Connection:
         data = bytes(self._out)
         self._out.clear()
         return data
+
+    @property
+    def bytes_to_send(self) -> int:
+        """How many bytes `data_to_send()` would return now."""
+        return len(self._out)
 
     def events_received(self) -> list[Event]:
         """Return the events since the last call, in order, and forget them."""
@@ -564,10 +581,10 @@ class Connection:
         self.state = State.DISCONNECTED
         self._out.clear()
         self._buffer.clear()
-        self._requests.clear()
-        self._unacked_qos1.clear()
-        self._aliases_in.clear()
-        self._aliases_out.clear()
+        self._requests = _EMPTY
+        self._unacked_qos1 = _EMPTY
+        self._aliases_in = _EMPTY
+        self._aliases_out = _EMPTY
         self._ping_sent = None
 
     def disconnect(
@@ -640,12 +657,21 @@ class Connection:
         """
         connected = self.state is State.CONNECTED
         if not qos and properties is None and connected and not self.use_topic_aliases:
-            # The common case, telemetry at QoS 0, without building a Publish.
+            # The common case, telemetry at QoS 0, without building a Publish: a PUBLISH
+            # without properties (MQTT 5.0 §3.3) to a topic sent before, whose encoded name
+            # (and, in 5.0, property length 0) is kept. Limits that apply take the slow path.
             head = self._topic_heads.get(topic)
             if head is not None and (not retain or self.server_retain_available):
-                data = self._publish_qos0(head, payload, retain)
-                if data is not None:
-                    self._out += data
+                length = len(head) + len(payload)
+                limit = self.server_maximum_packet_size
+                if length < 16384 and (limit is None or length + 3 <= limit):
+                    out = self._out
+                    if length < 128:
+                        out += _QOS0_HEADERS[1 if retain else 0][length]
+                    else:
+                        out += bytes((0x31 if retain else 0x30, length & 0x7F | 0x80, length >> 7))
+                    out += head
+                    out += payload
                     if now is not None:
                         self._last_sent = now
                     return None
@@ -676,7 +702,9 @@ class Connection:
         data = self._encode(packet)  # a caller's mistake raises here, before any state changes
         if len(self._topic_heads) < _TOPIC_CACHE and topic not in self._topic_heads:
             # encode() found the topic valid: remember its encoded form.
-            self._topic_heads[topic] = encode_string(topic)
+            if self._topic_heads is _EMPTY:
+                self._topic_heads = {}
+            self._topic_heads[topic] = encode_string(topic) + (b"\x00" if self.version == MQTT_5 else b"")
         if packet_id is not None:
             self._use_id(packet_id)
             if self._track:
@@ -685,6 +713,8 @@ class Connection:
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(packet)
+            if self._queued_ids is _EMPTY:
+                self._queued_ids = {}
             self._queued_ids[packet_id] = None
         else:
             self._transmit(packet, now, data)
@@ -727,8 +757,7 @@ class Connection:
         packet_id = self._allocate_id()
         packet = Subscribe(packet_id, tuple(items), properties or _NO_PROPERTIES)
         self._send(packet, now)
-        self._requests[packet_id] = len(items)
-        self._use_id(packet_id)
+        self._add_request(packet_id, len(items))
         return packet_id
 
     def unsubscribe(
@@ -751,9 +780,14 @@ class Connection:
             raise ValueError("unsubscribe() needs at least one topic filter")
         packet_id = self._allocate_id()
         self._send(Unsubscribe(packet_id, items, properties or _NO_PROPERTIES), now)
-        self._requests[packet_id] = len(items)
-        self._use_id(packet_id)
+        self._add_request(packet_id, len(items))
         return packet_id
+
+    def _add_request(self, packet_id: int, count: int) -> None:
+        if self._requests is _EMPTY:
+            self._requests = {}
+        self._requests[packet_id] = count
+        self._use_id(packet_id)
 
     def ping(self, now: float) -> None:
         """Queue PINGREQ now; `PongReceived` answers it, else the keep alive timer fails.
@@ -787,7 +821,7 @@ class Connection:
         code = _reason(reason_code)
         if message.qos == 1 and packet_id in self._unacked_qos1:
             self._send(PubAck(packet_id, code), now)
-            self._unacked_qos1.pop(packet_id, None)
+            del self._unacked_qos1[packet_id]
         elif message.qos == 2 and self._qos2_received.get(packet_id) is False:
             self._send(PubRec(packet_id, code), now)
             if code >= 0x80:
@@ -810,6 +844,8 @@ class Connection:
 
         Empty unless the connection was made with ``track_changes=True``.
         """
+        if not self._track:
+            return []
         changes, self._changes = self._changes, []
         return changes
 
@@ -830,7 +866,7 @@ class Connection:
         self._check_state(State.DISCONNECTED, what="restore()")
         if self._in_flight or self._queue or self._qos2_received:
             raise InvalidState("restore() into a connection that already has session state")
-        flights: OrderedDict[int, _Flight] = OrderedDict()
+        flights: dict[int, _Flight] = {}
         queue: deque[Publish] = deque()
         for item in pending:
             packet = item.publish
@@ -843,10 +879,10 @@ class Connection:
                 flights[packet_id] = _Flight(packet, released=True)
             else:
                 queue.append(replace(packet, dup=False))
-        self._in_flight = flights
+        self._in_flight = flights or _EMPTY
         self._queue = queue or None
-        self._queued_ids = _in_flight_ids(list(queue))
-        self._qos2_received = dict.fromkeys(received_qos2, True)
+        self._queued_ids = _in_flight_ids(list(queue)) or _EMPTY
+        self._qos2_received = dict.fromkeys(received_qos2, True) or _EMPTY
         used = [*flights, *self._queued_ids, *self._qos2_received]
         if used:
             self._connected_before = True
@@ -894,25 +930,6 @@ class Connection:
     def _use_id(self, packet_id: int) -> None:
         self._next_id = packet_id % _MAX_PACKET_ID + 1
 
-    def _publish_qos0(
-        self, head: bytes, payload: bytes | bytearray | memoryview, retain: bool
-    ) -> bytes | None:
-        # A QoS 0 PUBLISH without properties (MQTT 5.0 §3.3): fixed header, topic,
-        # property length 0 (5.0), payload. None when a limit needs the slow path.
-        length = len(head) + len(payload) + (self.version == MQTT_5)
-        if length > 127 * 128 + 127:
-            return None
-        limit = self.server_maximum_packet_size
-        if limit is not None and length + 3 > limit:
-            return None
-        fixed = (
-            (0x31 if retain else 0x30, length)
-            if length < 128
-            else (0x31 if retain else 0x30, length & 0x7F | 0x80, length >> 7)
-        )
-        props = b"\x00" if self.version == MQTT_5 else b""
-        return b"".join((bytes(fixed), head, props, payload))
-
     def _transmit(self, packet: Publish, now: float | None, data: bytes | None = None) -> None:
         # Send a publish for the first time in this connection, with a topic alias when
         # the server allows them (5.0 §3.3.2.3.4); the session keeps the full topic.
@@ -924,6 +941,8 @@ class Connection:
                 wire = replace(packet, topic="", properties=replace(packet.properties, topic_alias=alias))
             elif len(self._aliases_out) < self.server_topic_alias_maximum:
                 alias = len(self._aliases_out) + 1
+                if self._aliases_out is _EMPTY:
+                    self._aliases_out = {}
                 self._aliases_out[packet.topic] = alias
                 wire = replace(packet, properties=replace(packet.properties, topic_alias=alias))
         if data is None or wire is not packet:
@@ -932,17 +951,19 @@ class Connection:
         if now is not None:
             self._last_sent = now
         if packet.packet_id is not None:
+            if self._in_flight is _EMPTY:
+                self._in_flight = {}
             self._in_flight[packet.packet_id] = _Flight(packet)
 
     def _flush_queue(self, now: float | None) -> None:
-        if self.state is not State.CONNECTED:
-            return
+        # Called only while CONNECTED: after CONNACK, and when an acknowledgement frees a
+        # slot (acknowledgements before CONNACK are protocol errors).
         queue = self._queue
         if not queue:
             return
         while queue and len(self._in_flight) < self.server_receive_maximum:
             packet = queue.popleft()
-            self._queued_ids.pop(packet.packet_id or 0, None)
+            self._queued_ids.pop(packet.packet_id or 0, None)  # a dict while the queue is not empty
             # A publish made while not connected meets this server's limits only now.
             result = self._encode_or_refuse(packet)
             if isinstance(result, bytes):
@@ -951,6 +972,7 @@ class Connection:
                 self._done(packet.packet_id or 0, result, _NO_PROPERTIES)
         if not queue and self._queue is queue:
             self._queue = None  # an idle session holds no deque
+            self._queued_ids = _EMPTY
 
     def _encode_or_refuse(self, packet: Publish) -> bytes | ReasonCode:
         # The packet's bytes, or the reason code a server would give for a publish it does
@@ -1004,28 +1026,29 @@ class Connection:
         at = 0
         try:
             with memoryview(source) as view:
-                size = len(view)
-                names = self._topic_names
-                v5 = self.version == MQTT_5
-                while self.state is State.CONNECTING or self.state is State.CONNECTED:
-                    header = _decode_fixed_header(view, at, self.max_packet_size, self.version)
-                    if header is None or header[2] > size:
-                        break
-                    first, start, end = header
+                # QoS 0 PUBLISH packets of a topic seen before and without properties come
+                # back as Messages; only while CONNECTED, since the server's first packet
+                # must be CONNACK. A topic first seen in this call takes the full decoder.
+                names: dict[bytes, str] | None = self._topic_names
+                if self.state is not State.CONNECTED or names is _EMPTY:
+                    names = None
+                items, at, malformed = _split_packets(
+                    view, 0, self.max_packet_size, self.version, names, Message
+                )
+                if items:
                     self._ping_sent = None  # any packet shows the server is alive
-                    if first & 0xFE == 0x30 and self.state is State.CONNECTED and end - start > 2:
-                        # QoS 0 PUBLISH, no DUP (MQTT 5.0 §3.3.1), of a topic seen before
-                        # and without properties: straight to a Message.
-                        topic_end = start + 2 + (view[start] << 8 | view[start + 1])
-                        topic = names.get(view[start + 2 : topic_end].tobytes()) if topic_end <= end else None
-                        if topic is not None and (not v5 or (topic_end < end and view[topic_end] == 0)):
-                            payload = view[topic_end + v5 : end].tobytes()
-                            self._events.append(Message(topic, payload, 0, bool(first & 1)))
-                            at = end
-                            continue
-                    packet = _decode_body(view, header, self.version)
-                    at = end
-                    self._handle(packet, now)
+                events = self._events
+                for item in items:
+                    if type(item) is Message:
+                        events.append(item)
+                        continue
+                    self._handle(_decode_body(view, item, self.version), now)
+                    if self.state is not State.CONNECTED and self.state is not State.CONNECTING:
+                        break  # what follows is ignored, as all input once CLOSED
+                else:
+                    if malformed:
+                        # Raises the error of the invalid fixed header at ``at``.
+                        _decode_fixed_header(view, at, self.max_packet_size, self.version)
         except ProtocolError as exc:
             self._fail(exc)
         # Once CLOSED, input is ignored and connection_lost() clears the buffer.
@@ -1111,7 +1134,7 @@ class Connection:
             # The server has no session: its packet identifiers and QoS 2 state are gone.
             if self._qos2_received and self._track:
                 self._changes.append(SessionChange("clear_received"))
-            self._qos2_received.clear()
+            self._qos2_received = _EMPTY
             restart: list[Publish] = []
             for packet_id, flight in self._in_flight.items():
                 if flight.released:
@@ -1119,12 +1142,12 @@ class Connection:
                     self._done(packet_id, ReasonCode.SUCCESS, _NO_PROPERTIES)
                 else:
                     restart.append(flight.publish)
-            self._in_flight.clear()
+            self._in_flight = _EMPTY
             if restart:
                 if self._queue is None:
                     self._queue = deque()
                 self._queue.extendleft(reversed(restart))
-            self._queued_ids.update(_in_flight_ids(restart))
+                self._queued_ids = {**self._queued_ids, **_in_flight_ids(restart)}
         self._flush_queue(now)
 
     def _handle_publish(self, packet: Publish, now: float) -> None:
@@ -1139,6 +1162,8 @@ class Connection:
                     reason_code=ReasonCode.TOPIC_ALIAS_INVALID,
                 )
             if topic:
+                if self._aliases_in is _EMPTY:
+                    self._aliases_in = {}
                 self._aliases_in[alias] = topic
             elif alias in self._aliases_in:
                 topic = self._aliases_in[alias]
@@ -1148,6 +1173,8 @@ class Connection:
         if alias is None and len(self._topic_names) < _TOPIC_CACHE:
             # The decoder found this topic name valid: later QoS 0 PUBLISH packets with it
             # take the fast path of receive_data().
+            if self._topic_names is _EMPTY:
+                self._topic_names = {}
             self._topic_names.setdefault(topic.encode(), topic)
         message = Message(
             topic, packet.payload, packet.qos, packet.retain, packet.properties, packet_id, packet.dup
@@ -1176,8 +1203,12 @@ class Connection:
             if self.auto_ack:
                 self._ack(0x40, packet_id, now)
             else:
+                if self._unacked_qos1 is _EMPTY:
+                    self._unacked_qos1 = {}
                 self._unacked_qos1[packet_id] = None
         else:
+            if self._qos2_received is _EMPTY:
+                self._qos2_received = {}
             self._qos2_received[packet_id] = self.auto_ack
             if self.auto_ack:
                 if self._track:
@@ -1222,11 +1253,13 @@ class Connection:
         # 5.0 §4.3.3: answer every PUBREL with PUBCOMP and forget the
         # identifier; 5.0 §3.7.2.1: with 0x92 when it was not known.
         code = ReasonCode.SUCCESS
-        if self._qos2_received.pop(packet.packet_id, None) is None:
+        if packet.packet_id not in self._qos2_received:
             if self.version == MQTT_5:
                 code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-        elif self._track:
-            self._changes.append(SessionChange("released", packet.packet_id))
+        else:
+            del self._qos2_received[packet.packet_id]
+            if self._track:
+                self._changes.append(SessionChange("released", packet.packet_id))
         if code:
             self._send(PubComp(packet.packet_id, code), now)
         else:
