@@ -146,11 +146,10 @@ class HandshakeComplete:
 Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | RequestReceived | HandshakeComplete
 
 _CONTROL_MAX = 125
-# Unmasked headers of whole text and binary frames of 0..125 bytes: the server's hot path.
-# Keys 0x8081 and 0x8082: the client's, with the mask bit.
 #: Payloads from this size on are queued apart from their frame header.
 _SPLIT_AT = 65536
-
+# Unmasked headers of whole text and binary frames of 0..125 bytes: the server's hot path.
+# Keys 0x8081 and 0x8082: the client's, with the mask bit.
 _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
 _SMALL_HEADERS.update(
     {0x8000 | first: [bytes((first, 0x80 | n)) for n in range(126)] for first in (0x81, 0x82)}
