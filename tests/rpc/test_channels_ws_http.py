@@ -333,9 +333,15 @@ async def test_websocket_requests_run_concurrently_and_notifications_get_nothing
     async with running(d) as port, ws.connect(f"ws://127.0.0.1:{port}/rpc") as conn:
         await conn.send('{"id":1,"method":"Block"}')
         await conn.send('{"method":"Notice"}')
+        await conn.send('{"method":"Echo","params":[1]}')  # a handler that waits: no reply either
         await conn.send('{"id":2,"method":"Echo","params":[2]}')
         assert json.loads(await conn.recv()) == {"id": 2, "src": "tether_0A1B2C", "result": [2]}
         assert d.seen.is_set()  # type: ignore[attr-defined]
+        # Text that UTF-8 cannot hold (a lone surrogate) goes out escaped, as HTTP sends it.
+        await conn.send('{"id":3,"method":"Text"}')
+        assert await conn.recv() == '{"id":3,"src":"tether_0A1B2C","result":"hello"}'
+        await conn.send('{"id":4,"method":"Echo","params":"\\u00e9\\ud800"}')
+        assert await conn.recv() == '{"id":4,"src":"tether_0A1B2C","result":"\\u00e9\\ud800"}'
         d.gate.set()  # type: ignore[attr-defined]
         assert json.loads(await conn.recv())["result"] == "unblocked"
 
@@ -397,7 +403,9 @@ async def test_client_timeouts_in_any_order(scheme: str) -> None:
         assert await slow == "unblocked"
         for _ in range(100):
             assert await client.call("Sum", {"a": 1, "b": 2}, timeout=1 if _ % 2 else 3) == 3
+        client._on_tick()
         assert len(client._deadlines) <= 1  # finished calls leave no deadline behind
+        assert not client._waiters and not client._watched and not client._timers
 
 
 async def test_client_deadline_timer_fails_overdue_calls_only() -> None:

@@ -17,6 +17,7 @@ from tether.rpc import (
     DigestAuth,
     Dispatcher,
     InvalidJson,
+    RawJSON,
     Request,
     RequestReceived,
     RpcClientCore,
@@ -175,3 +176,105 @@ def test_receive_result_is_the_fast_path_of_receive_frame() -> None:
         assert core.pending == 1
     core.receive_frame(f'{{"id":{other},"result":4}}'.encode())
     assert core.events_received() == [CallResult(other, 4)]
+
+
+# start_call: the frame's text for a front end that sends it itself (RpcClient over a WebSocket).
+
+
+@pytest.mark.parametrize("src", ["mos", None, "é"])
+@pytest.mark.parametrize(
+    ("method", "params", "dst"),
+    [
+        ("RPC.Ping", None, None),
+        ("Sum", {"a": 1}, "dev"),
+        ("Sum", RawJSON("[1,2]"), None),
+        ("Echo", "é€", None),
+        ("Echo", "é\ud800", "dev"),  # a lone surrogate: escaped as encode_request does
+        ("Méthode", [1, None], "dév"),
+    ],
+)
+def test_start_call_text_is_what_call_queues(
+    src: str | None, method: str, params: Any, dst: str | None
+) -> None:
+    queued, started = RpcClientCore(src, rng=random.Random(3)), RpcClientCore(src, rng=random.Random(3))
+    for _ in range(2):  # the second time from the template
+        call_id = queued.call(method, params, dst=dst)
+        [frame] = queued.frames_to_send()
+        assert started.start_call(method, params, dst=dst) == (call_id, frame.decode("utf-8"))
+    assert started.frames_to_send() == [] and started.pending == 2
+    assert started.receive_result(f'{{"id":{call_id},"result":1}}') == (call_id, 1)
+
+
+def test_start_call_uses_the_default_dst_and_follows_src() -> None:
+    core = RpcClientCore("a", dst="dev")
+    first, text = core.start_call("M")
+    assert text == f'{{"id":{first},"src":"a","dst":"dev","method":"M"}}'
+    core.src = "b"
+    second, text = core.start_call("M")
+    assert text == f'{{"id":{second},"src":"b","dst":"dev","method":"M"}}'
+    assert core.src == "b" and "src='b'" in repr(core)
+
+
+def test_start_call_errors_leave_nothing_behind() -> None:
+    core = RpcClientCore()
+    with pytest.raises(ValueError, match="empty"):
+        core.start_call("")
+    with pytest.raises(TypeError):
+        core.start_call("M", {1, 2})
+    with pytest.raises(ValueError):
+        core.start_call("M", float("nan"))
+    assert core.pending == 0
+    call_id, _ = core.start_call("M")
+    assert call_id == core.call("M") - 1  # no id was used up
+
+
+def test_start_call_evicts_the_oldest_and_templates_are_bounded() -> None:
+    core = RpcClientCore(max_pending=2)
+    a, _ = core.start_call("A")
+    core.start_call("B")
+    core.start_call("C")
+    [evicted] = core.events_received()
+    assert isinstance(evicted, CallFailed) and evicted.id == a and evicted.error.code == 429
+    for n in range(300):
+        core.start_call(f"M{n}", dst="dev" if n % 2 else None)
+    assert 0 < len(core._templates) <= 256
+
+
+def test_only_the_id_text_of_a_call_matches_it() -> None:
+    core = RpcClientCore()
+    call_id = core.call("M")
+    for frame in (
+        f'{{"id":{call_id}.0,"result":1}}',
+        f'{{"id":"{call_id}","result":1}}',
+        '{"id":-1,"result":1}',
+    ):
+        core.receive_frame(frame)
+    core.receive_frame(f'{{"id":{call_id},"error":{{"code":400,"message":"bad"}}}}')
+    [failed] = core.events_received()
+    assert isinstance(failed, CallFailed) and failed.id == call_id and core.pending == 0
+
+
+async def test_a_retried_call_is_forgotten_however_it_ends(device: Dispatcher) -> None:
+    core = RpcClientCore("mos", credentials=("admin", "secret"), rng=random.Random(7))
+    a, text = core.start_call("Config.Get")
+    reply = await device.handle(text, channel="WS_in")
+    assert reply is not None
+    core.receive_frame(reply)  # 401: sent again with auth
+    [retry] = core.frames_to_send()
+    assert core._retried == {a}
+    reply = await device.handle(retry, channel="WS_in")
+    assert reply is not None and core.receive_result(reply.decode()) == (a, {"user": "admin"})
+    assert not core._retried
+    b = core.call("Config.Get")
+    reply = await device.handle(core.frames_to_send()[0], channel="WS_in")
+    assert reply is not None
+    core.receive_frame(reply)
+    assert core._retried == {b} and core.cancel(b) and not core._retried
+    # Evicted by the queue while its retry waits.
+    core.max_pending = 1
+    c = core.call("Config.Get")
+    challenge = json.dumps(challenge_message("RPC", 1))
+    core.receive_frame(f'{{"id":{c},"error":{{"code":401,"message":{challenge}}}}}')
+    assert core._retried == {c}
+    core.call("X")
+    assert not core._retried and [e.id for e in core.events_received()] == [c]

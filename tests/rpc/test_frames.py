@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.errors import PayloadTooBig, ProtocolError
+from tether.rpc import frames
 from tether.rpc.frames import (
     MAX_FRAME_SIZE,
     FrameTooBig,
@@ -352,3 +353,46 @@ def test_parsed_requests_are_whole_frozen_dataclasses(text: str) -> None:
     assert request == Request(**vars(request))
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.method = "other"  # type: ignore[misc]
+
+
+# The request fast path of the dispatcher (frames._parse_request).
+
+
+def fast(text: str, max_size: int = 1 << 16) -> Request | None:
+    request = frames._parse_request(text, max_size)
+    if request is not None:
+        assert list(vars(request)) == [f.name for f in dataclasses.fields(Request)]
+    return request
+
+
+@given(
+    st.one_of(st.integers(min_value=1, max_value=2**70), json_values),
+    frame_like,
+    st.integers(min_value=1, max_value=2**64),
+)
+def test_the_request_fast_path_parses_as_parse_frame(frame_id: Any, rest: dict[str, Any], other: int) -> None:
+    rest.pop("id", None)
+    text = json.dumps({"id": frame_id, **rest}, separators=(",", ":"))
+    request = fast(text)
+    assert request is None or request == check(text)
+    # The same frame with another id.
+    again = '{"id":' + str(other) + text[len('{"id":' + json.dumps(frame_id)) :]
+    request = fast(again)
+    assert request is None or request == check(again)
+
+
+def test_params_are_not_shared_between_calls_and_the_size_limit_holds() -> None:
+    a, b = fast('{"id":1,"method":"M","params":{"a":1}}'), fast('{"id":2,"method":"M","params":{"a":1}}')
+    assert a is not None and b is not None and a.params is not b.params  # a handler may change its own
+    text = '{"id":1,"method":"M1"}'
+    assert fast(text) is not None and fast(text, max_size=len(text) - 1) is None
+    assert fast('{"id":\u0663,"src":5,"method":"M","args":"x"}') is None  # a digit, not ASCII
+
+
+def test_reply_texts_are_what_replies_encode() -> None:
+    for result in ("é€", "é\ud800", {"a": [1, None]}, RawJSON("3.00")):
+        text = frames._result_text("1", "d", "mos", "t", result)
+        assert text.encode("utf-8") == Reply("1", "d", "mos", "t", result).encode()
+    for message in ("", "bad", "é\ud800"):
+        text = frames._error_text("1", "d", None, None, 400, message)
+        assert text.encode("utf-8") == Reply("1", "d", None, None, None, 400, message).encode()

@@ -13,18 +13,32 @@ Ids are like mos's: a random start in ``2^40 | rand(2^40)``, then counting up.
 At most ``max_pending`` calls wait; one more fails the oldest with 429
 ``Request queue overflow``. There is no clock here: the front end gives up on a
 call with `cancel` when its own timeout fires.
+
+Every call costs a front end the work of `start_call` and `receive_result`, so
+both are short: a waiting call is a tuple under its integer id (a JSON integer
+has one text only, so matching the integer is matching the text), and the text
+of a request is a cached template per method and ``dst`` with the id put in.
 """
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import RpcError
 from tether.rpc.auth import make_auth, parse_challenge
-from tether.rpc.frames import MAX_FRAME_SIZE, Request, encode_request, parse_frame, parse_result
+from tether.rpc.frames import (
+    _MAX_ADDRESSINGS,
+    MAX_FRAME_SIZE,
+    RawJSON,
+    Request,
+    _dumps,
+    _encodable,
+    _scan_value,
+    encode_request,
+    parse_frame,
+)
 
 __all__ = ["CallFailed", "CallResult", "Event", "RequestReceived", "RpcClientCore"]
 
@@ -55,14 +69,8 @@ class RequestReceived:
 Event = CallResult | CallFailed | RequestReceived
 
 
-@dataclass
-class _Pending:
-    id: int
-    method: str
-    params: Any
-    dst: str | None
-    tag: str | None
-    retried: bool = False
+#: A waiting call: (method, params, dst, tag), what its digest retry sends again (§4).
+_Pending = tuple[str, Any, "str | None", "str | None"]
 
 
 class RpcClientCore:
@@ -89,14 +97,18 @@ class RpcClientCore:
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
-        self.src = src
+        self._src = src
         self.dst = dst
         self.credentials = credentials
         self.max_pending = max_pending
         self.max_frame_size = max(max_frame_size, MAX_FRAME_SIZE)
         self._rng = rng or random.Random()
         self._next_id = (1 << 40) | self._rng.getrandbits(40)
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: dict[int, _Pending] = {}  # oldest first
+        self._retried: set[int] = set()  # the calls sent again with a digest answer
+        # The request text after the id, without the closing "}", by method (dst None)
+        # or (method, dst); emptied when src changes.
+        self._templates: dict[str | tuple[str, str], str] = {}
         self._outgoing: list[bytes] = []
         self._events: list[Event] = []
 
@@ -105,6 +117,16 @@ class RpcClientCore:
         return (
             f"RpcClientCore(src={self.src!r}, dst={self.dst!r}, user={user!r}, pending={len(self._pending)})"
         )
+
+    @property
+    def src(self) -> str | None:
+        """This client's id, the ``src`` of its frames; None to leave it out."""
+        return self._src
+
+    @src.setter
+    def src(self, value: str | None) -> None:
+        self._src = value
+        self._templates.clear()
 
     @property
     def pending(self) -> int:
@@ -118,16 +140,72 @@ class RpcClientCore:
             ValueError: if method is empty, or params cannot be JSON.
             TypeError: if params hold a value JSON cannot represent.
         """
-        call = _Pending(self._next_id, method, params, dst if dst is not None else self.dst, tag)
-        frame = self._encode(call, None)
-        self._next_id += 1
+        call_id = self._next_id
+        call: _Pending = (method, params, dst if dst is not None else self.dst, tag)
+        frame = self._encode(call_id, call, None)
+        self._next_id = call_id + 1
         self._outgoing.append(frame)
-        self._pending[str(call.id)] = call
+        self._add(call_id, call)
+        return call_id
+
+    def start_call(self, method: str, params: Any = None, *, dst: str | None = None) -> tuple[int, str]:
+        """`call`, for a front end that sends the frame itself: returns the id and the frame's text.
+
+        Nothing is queued for `frames_to_send`; the text is what `call` would queue
+        (as UTF-8), made from a template kept per method and dst. A call that
+        evicts the oldest one queues its `CallFailed` as `call` does.
+
+        Raises:
+            ValueError: if method is empty, or params cannot be JSON.
+            TypeError: if params hold a value JSON cannot represent.
+        """
+        if dst is None:
+            dst = self.dst
+        rest = self._templates.get(method if dst is None else (method, dst))
+        if rest is None:
+            rest = self._template(method, dst)
+        call_id = self._next_id
+        if params is None:
+            text = '{"id":' + str(call_id) + rest + "}"
+        else:
+            text = (
+                '{"id":'
+                + str(call_id)
+                + rest
+                + ',"params":'
+                + (params.text if isinstance(params, RawJSON) else _dumps(params))
+                + "}"
+            )
+            if not text.isascii():
+                text = _encodable(text)
+        self._next_id = call_id + 1
+        pending = self._pending
+        pending[call_id] = (method, params, dst, None)
+        if len(pending) > self.max_pending:
+            self._evict()
+        return call_id, text
+
+    def _template(self, method: str, dst: str | None) -> str:
+        # What encode_request writes between the id and the params, so the text is the same.
+        head = '{"id":0'
+        text = encode_request(method, id=0, src=self.src, dst=dst).decode("utf-8")
+        assert text.startswith(head) and text.endswith("}")
+        if len(self._templates) >= _MAX_ADDRESSINGS:
+            self._templates.clear()
+        rest = self._templates[method if dst is None else (method, dst)] = text[len(head) : -1]
+        return rest
+
+    def _add(self, call_id: int, call: _Pending) -> None:
+        self._pending[call_id] = call
         if len(self._pending) > self.max_pending:
-            # §1 "Matching": the oldest pending call is failed locally.
-            _, oldest = self._pending.popitem(last=False)
-            self._events.append(CallFailed(oldest.id, RpcError(429, "Request queue overflow")))
-        return call.id
+            self._evict()
+
+    def _evict(self) -> None:
+        # §1 "Matching": the oldest pending call is failed locally.
+        oldest = next(iter(self._pending))
+        del self._pending[oldest]
+        self._retried.discard(oldest)
+        self._events.append(CallFailed(oldest, RpcError(429, "Request queue overflow")))
 
     def notify(self, method: str, params: Any = None, *, dst: str | None = None) -> None:
         """Queue a notification: a request without an id, which gets no reply."""
@@ -137,7 +215,8 @@ class RpcClientCore:
 
     def cancel(self, call_id: int) -> bool:
         """Forget a call (its timeout fired); a late reply is then ignored. False if unknown."""
-        return self._pending.pop(str(call_id), None) is not None
+        self._retried.discard(call_id)
+        return self._pending.pop(call_id, None) is not None
 
     def frames_to_send(self) -> list[bytes]:
         """The frames to send, in order, each one message (or line) of its own."""
@@ -158,13 +237,21 @@ class RpcClientCore:
             no `CallResult` is queued for it. Otherwise None, and nothing changed:
             pass data to `receive_frame`.
         """
-        success = parse_result(data, max_size=self.max_frame_size)
-        if success is None:
+        # parse_result, in this one function: it runs for every call.
+        if type(data) is not str or len(data) > self.max_frame_size or not data.isascii() or data[:1] != "{":
             return None
-        done = self._pending.pop(success[0], None)
-        if done is None:
+        try:
+            fields, end = _scan_value(data, 0)
+        except (StopIteration, ValueError, RecursionError):
             return None
-        return done.id, success[1]
+        if end != len(data) or "result" not in fields or "method" in fields or "error" in fields:
+            return None  # (what starts with "{" and scans is a dict)
+        call_id = fields.get("id")
+        if type(call_id) is not int or self._pending.pop(call_id, None) is None:
+            return None
+        if self._retried:
+            self._retried.discard(call_id)
+        return call_id, fields["result"]
 
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> None:
         """Take one frame the peer sent.
@@ -173,25 +260,27 @@ class RpcClientCore:
             InvalidFrame: (see `tether.rpc.frames.parse_frame`) if it is not a frame;
                 the caller logs it and goes on.
         """
-        success = parse_result(data, max_size=self.max_frame_size)
+        success = self.receive_result(data)
         if success is not None:
-            id_json, result = success
-            done = self._pending.pop(id_json, None)
-            if done is not None:
-                self._events.append(CallResult(done.id, result))
+            self._events.append(CallResult(*success))
             return
         frame = parse_frame(data, max_size=self.max_frame_size)
         if isinstance(frame, Request):
             self._events.append(RequestReceived(frame))
             return
-        call = self._pending.pop(frame.id_json, None) if frame.id_json is not None else None
-        if call is None:
+        id_json = frame.id_json
+        # Our ids are positive integers: only such text can match one.
+        call_id = int(id_json) if id_json is not None and id_json.isascii() and id_json.isdigit() else None
+        call = self._pending.pop(call_id, None) if call_id is not None else None
+        if call_id is None or call is None:
             return  # §1 "Matching": unknown ids are ignored.
+        retried = call_id in self._retried
+        self._retried.discard(call_id)
         if frame.ok:
-            self._events.append(CallResult(call.id, frame.result))
+            self._events.append(CallResult(call_id, frame.result))
             return
         code = frame.error_code if frame.error_code is not None else -1
-        if code == 401 and self.credentials is not None and not call.retried:
+        if code == 401 and self.credentials is not None and not retried:
             challenge = parse_challenge(frame.error_message)
             if challenge is not None:
                 user, password = self.credentials
@@ -201,13 +290,12 @@ class RpcClientCore:
                     pass
                 else:
                     # §4: mos sends the call again with the same id and an auth object.
-                    call.retried = True
-                    self._pending[str(call.id)] = call
-                    self._outgoing.append(self._encode(call, auth))
+                    self._retried.add(call_id)
+                    self._pending[call_id] = call
+                    self._outgoing.append(self._encode(call_id, call, auth))
                     return
-        self._events.append(CallFailed(call.id, RpcError(code, frame.error_message)))
+        self._events.append(CallFailed(call_id, RpcError(code, frame.error_message)))
 
-    def _encode(self, call: _Pending, auth: Any) -> bytes:
-        return encode_request(
-            call.method, call.params, id=call.id, src=self.src, dst=call.dst, tag=call.tag, auth=auth
-        )
+    def _encode(self, call_id: int, call: _Pending, auth: Any) -> bytes:
+        method, params, dst, tag = call
+        return encode_request(method, params, id=call_id, src=self.src, dst=dst, tag=tag, auth=auth)

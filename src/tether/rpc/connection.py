@@ -7,7 +7,10 @@ sends what the core wants sent (the digest retry after a 401, spec §4), and tur
 the core's events into results or `RpcError`. When the transport closes, every
 waiting call fails with `ConnectionClosed`. The reader is a task, except over a
 WebSocket: there the connection hands each message to it as it arrives
-(`WebSocketTransport.attach`), so a call wakes one task, its caller, not two.
+(`WebSocketTransport.attach`), so a call wakes one task, its caller, not two,
+and `call` writes the frame's text from `RpcClientCore.start_call` at once.
+A call's deadline is a note in its entry until a tick, at most `_TICK` seconds
+later, gives the calls still waiting a timer: most calls never need one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import ssl as ssl_module
 import urllib.parse
@@ -31,6 +35,14 @@ from tether.rpc.transports import HttpTransport, Transport, WebSocketTransport, 
 __all__ = ["RpcClient", "connect"]
 
 logger = logging.getLogger("tether.rpc")
+
+#: The longest a call waits before a timer watches its deadline (see RpcClient._on_tick).
+_TICK = 0.1
+
+#: A waiting call: (its future, its deadline, its method, its timeout in seconds).
+_Waiter = tuple["asyncio.Future[Any]", float, str, float]
+#: A watched deadline: (deadline, the call's future, its method, its timeout in seconds).
+_Deadline = tuple[float, "asyncio.Future[Any]", str, float]
 
 
 class RpcClient:
@@ -64,15 +76,23 @@ class RpcClient:
         self.on_request = on_request
         self.core = RpcClientCore(src, dst=dst, credentials=credentials, max_pending=max_pending)
         self._loop = asyncio.get_running_loop()  # once: each get_running_loop() costs a getpid()
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._waiters: dict[int, _Waiter] = {}  # by call id, oldest first
         self._closed: ConnectionClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
-        # Deadlines of calls in the order they fall due, served by one timer (a timer
-        # per call costs a heap push and a cancel); a call whose deadline falls before
-        # the last one's gets a timer of its own.
-        self._deadlines: deque[tuple[float, asyncio.Future[Any], str, float]] = deque()
+        # Deadlines. A call only notes its own in its _waiters entry: most calls end long
+        # before it, and a timer per call costs a heap push and a cancel. A tick, at most
+        # _TICK seconds after a call starts and never after its deadline, fails the calls
+        # whose deadline passed and watches the others' (their ids in _watched): in
+        # _deadlines, in the order they fall due, served by one timer, or, for one that
+        # falls before the last one there, with a timer of its own (in _timers). So each
+        # call still fails at its own deadline.
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_at = math.inf
+        self._watched: set[int] = set()
+        self._deadlines: deque[_Deadline] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._timers: dict[int, asyncio.TimerHandle] = {}
         # Over a WebSocket, a call writes its frame at once (send_nowait) and the connection
         # hands each reply to _receive: no task but the caller's wakes up.
         self._send_text: Callable[[str], bool] | None = None
@@ -107,59 +127,94 @@ class RpcClient:
         if self._closed is not None:
             raise self._closed
         core = self.core
-        evicts = core.pending >= core.max_pending  # then the oldest call fails with 429
-        call_id = core.call(method, params, dst=dst)
+        waiters = self._waiters
+        # Then the oldest call fails with 429 (each of the core's calls is one of ours).
+        evicts = len(waiters) >= core.max_pending
+        send_text = self._send_text
+        if send_text is not None:
+            # Over a WebSocket: the frame's text straight from the core, sent at once.
+            call_id, text = core.start_call(method, params, dst=dst)
+        else:
+            call_id = core.call(method, params, dst=dst)
         loop = self._loop
         future = loop.create_future()
-        self._waiters[call_id] = future
-        if evicts:
-            self._process_events()
         seconds = self.timeout if timeout is None else timeout
         # The deadline fails the future, cheaper than asyncio.timeout() per call; an HTTP
         # send, which waits for its answer, is raced against the same future.
-        deadline = loop.time() + seconds
-        deadlines = self._deadlines
-        timer = None
-        if deadlines and deadline < deadlines[-1][0]:
-            timer = loop.call_at(deadline, _expire, future, method, seconds)
-        else:
-            deadlines.append((deadline, future, method, seconds))
-            if self._timer is None:
-                self._timer = loop.call_at(deadline, self._expire_due)
+        now = loop.time()
+        deadline = now + seconds
+        waiters[call_id] = (future, deadline, method, seconds)
+        if evicts:
+            self._process_events()
+        if deadline < self._tick_at:
+            self._schedule_tick(min(deadline, now + _TICK))
         try:
-            send_text = self._send_text
-            transport = self.transport
-            for frame in core.frames_to_send():
-                if send_text is not None:
-                    if not send_text(frame.decode("utf-8")):
-                        await transport.drain()  # type: ignore[attr-defined]  # a WebSocketTransport
-                    continue
-                send = transport.send(frame)
-                if isinstance(transport, HttpTransport):
-                    sending = asyncio.ensure_future(send)
-                    await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
-                    if not sending.done():
-                        sending.cancel()
-                    else:
-                        sending.result()  # raises what the send raised
-                else:
-                    await send
+            if send_text is not None:
+                if not send_text(text):
+                    await self.transport.drain()  # type: ignore[attr-defined]  # a WebSocketTransport
+            else:
+                await self._send(core.frames_to_send(), future)
             return await future
         except BaseException:
             core.cancel(call_id)  # a late reply is then ignored (a reply that came forgot it)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
             if not future.done():
                 future.cancel()  # the send failed: its deadline must not set an exception
-            del self._waiters[call_id]
-            deadlines = self._deadlines
-            while deadlines and deadlines[0][1].done():
-                deadlines.popleft()
-            if len(deadlines) > 64 and len(deadlines) > 2 * len(self._waiters):
-                # A slow call at the head keeps finished ones behind it: drop those.
-                self._deadlines = deque(entry for entry in deadlines if not entry[1].done())
+            del waiters[call_id]
+            if self._watched:
+                self._watched.discard(call_id)
+                timer = self._timers.pop(call_id, None)
+                if timer is not None:
+                    timer.cancel()
+
+    async def _send(self, frames: list[bytes], future: asyncio.Future[Any]) -> None:
+        """Send a call's frames over a transport other than a WebSocket."""
+        transport = self.transport
+        for frame in frames:
+            send = transport.send(frame)
+            if isinstance(transport, HttpTransport):
+                sending = asyncio.ensure_future(send)
+                await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done():
+                    sending.cancel()
+                else:
+                    sending.result()  # raises what the send raised
+            else:
+                await send
+
+    def _schedule_tick(self, when: float) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick_at = when
+        self._tick = self._loop.call_at(when, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Fail the calls whose deadline passed; watch the deadlines of the others."""
+        self._tick = None
+        self._tick_at = math.inf
+        loop = self._loop
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        if len(deadlines) > 64 and len(deadlines) > 2 * len(self._waiters):
+            # A slow call at the head keeps finished ones behind it: drop those.
+            self._deadlines = deadlines = deque(entry for entry in deadlines if not entry[1].done())
+        watched = self._watched
+        for call_id, (future, deadline, method, seconds) in self._waiters.items():
+            if call_id in watched or future.done():
+                continue  # (a call that is done has yet to see it)
+            if deadline <= now:
+                _expire(future, method, seconds)
+                continue
+            watched.add(call_id)
+            if deadlines and deadline < deadlines[-1][0]:
+                self._timers[call_id] = loop.call_at(deadline, _expire, future, method, seconds)
+            else:
+                deadlines.append((deadline, future, method, seconds))
+                if self._timer is None:
+                    self._timer = loop.call_at(deadline, self._expire_due)
 
     def _expire_due(self) -> None:
         """Fail the calls whose deadline passed, then wait for the next deadline."""
@@ -194,9 +249,11 @@ class RpcClient:
             self._fail_all(ConnectionClosed(1000, "client closed"))
         if self._reader is not None:
             self._reader.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._tick, *self._timers.values()):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._tick = None
+        self._timers.clear()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(ConnectionClosed):
@@ -214,13 +271,13 @@ class RpcClient:
         waiters = self._waiters
         for event in self.core.events_received():
             if isinstance(event, CallResult):
-                future = waiters.get(event.id)
-                if future is not None and not future.done():
-                    future.set_result(event.result)
+                waiter = waiters.get(event.id)
+                if waiter is not None and not waiter[0].done():
+                    waiter[0].set_result(event.result)
             elif isinstance(event, CallFailed):
-                future = waiters.get(event.id)
-                if future is not None and not future.done():
-                    future.set_exception(event.error)
+                waiter = waiters.get(event.id)
+                if waiter is not None and not waiter[0].done():
+                    waiter[0].set_exception(event.error)
             elif self.on_request is None:
                 logger.debug("ignoring a request from the peer: %r", event.request)
             else:
@@ -231,7 +288,7 @@ class RpcClient:
 
     def _fail_all(self, exc: ConnectionClosed) -> None:
         self._closed = exc
-        for future in self._waiters.values():
+        for future, *_ in self._waiters.values():
             if not future.done():
                 future.set_exception(exc)
 
@@ -252,9 +309,11 @@ class RpcClient:
         try:
             matched = core.receive_result(frame)
             if matched is not None:  # the usual case: one call succeeded
-                future = self._waiters.get(matched[0])
-                if future is not None and not future.done():
-                    future.set_result(matched[1])
+                waiter = self._waiters.get(matched[0])
+                if waiter is not None:
+                    future = waiter[0]
+                    if not future.done():
+                        future.set_result(matched[1])
                 return
             core.receive_frame(frame)
         except InvalidFrame as exc:

@@ -37,8 +37,10 @@ from tether.rpc.frames import (
     Reply,
     Request,
     WrongDestination,
+    _error_text,
     _frozen,
-    encode_result,
+    _parse_request,
+    _result_text,
     parse_frame,
 )
 from tether.rpc.patterns import compile_glob, is_glob
@@ -316,9 +318,9 @@ class Dispatcher:
                 no reply; a non-persistent channel closes.
         """
         reply = self._handle_now(data, channel, peer, user, push)
-        if reply is None or isinstance(reply, bytes):
-            return reply
-        return await reply  # the rest of a handler that waits
+        if reply is not None and not isinstance(reply, str):
+            reply = await reply  # the rest of a handler that waits
+        return None if reply is None else reply.encode("utf-8")
 
     def _handle_now(
         self,
@@ -327,24 +329,46 @@ class Dispatcher:
         peer: str,
         user: str | None,
         push: Callable[[bytes], bool] | None = None,
-    ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
+    ) -> str | Coroutine[Any, Any, str | None] | None:
         """`handle` without a coroutine for a handler that answers at once.
 
-        Returns the encoded reply or None as `handle` does, or, when the handler
-        returned an awaitable (or is blocking), a coroutine that finishes the call:
-        its caller must run it at once, the call counts as pending until it ends.
-        This is the path of every frame: one plain call for a plain handler (most,
-        and the built-ins), no nested coroutines.
+        Returns the reply's text (always encodable as UTF-8; a WebSocket sends it as
+        a text message as it is) or None, or, when the handler returned an awaitable
+        (or is blocking), a coroutine that finishes the call: its caller must run it
+        at once, the call counts as pending until it ends. This is the path of every
+        frame: one plain call for a plain handler (most, and the built-ins), no
+        nested coroutines, and the request parsed by one function when it has the
+        usual shape (`tether.rpc.frames._parse_request`).
         """
-        request = parse_frame(data, max_size=self.max_frame_size)
-        if type(request) is not Request:
-            return None  # §1 "Matching": responses go to a client; here nothing waits.
-        if request.dst and request.dst not in self.local_ids:
-            raise WrongDestination(f"dst {request.dst!r} is not this device")
-        try:
-            info, call = self._prepare(request, channel, peer, user, push)
-        except RpcError as error:
-            return self._error_reply(request, error)
+        request = _parse_request(data, self.max_frame_size) if type(data) is str else None
+        if request is None:
+            frame = parse_frame(data, max_size=self.max_frame_size)
+            if not isinstance(frame, Request):
+                return None  # §1 "Matching": responses go to a client; here nothing waits.
+            request = frame
+        dst = request.dst
+        if dst and dst not in self.local_ids:
+            raise WrongDestination(f"dst {dst!r} is not this device")
+        info = None if self._globs or self.acl is not None else self._exact.get(request.method.lower())
+        if info is not None and info.args is None and self._pending < self.max_pending:
+            # What _prepare does when there is nothing to check: no glob, ACL or description.
+            params = request.params
+            call: Call = _frozen(
+                Call,
+                {
+                    "params": {} if params is None else params,
+                    "request": request,
+                    "channel": channel,
+                    "peer": peer,
+                    "user": user,
+                    "push": push,
+                },
+            )
+        else:
+            try:
+                info, call = self._prepare(request, channel, peer, user, push)
+            except RpcError as error:
+                return self._error_reply(request, error)
         self._pending += 1
         if info.blocking:
             return self._finish(request, self._run(info, call))
@@ -362,11 +386,15 @@ class Dispatcher:
                 return self._finish(request, self._awaited(self._within(result, deadline), call))
         finally:
             self._pending -= 1
-        if request.id_json is None:
+        id_json = request.id_json
+        if id_json is None:
             return None
-        return self._encode_result(request, result)
+        try:
+            return _result_text(id_json, dst or self.device_id, request.src, request.tag, result)
+        except (TypeError, ValueError):
+            return self._encode_result(request, result)  # logs it, answers 500
 
-    async def _finish(self, request: Request, running: Awaitable[Any]) -> bytes | None:
+    async def _finish(self, request: Request, running: Awaitable[Any]) -> str | None:
         """The rest of a call whose handler waits; `_handle_now` counted it as pending."""
         try:
             result = await running
@@ -388,25 +416,30 @@ class Dispatcher:
             logger.exception("handler of %s raised", call.method)
             raise RpcError(500, "internal error") from None
 
-    def _error_reply(self, request: Request, error: RpcError) -> bytes | None:
+    def _error_reply(self, request: Request, error: RpcError) -> str | None:
+        """The text of the error reply to request, None for a notification."""
         if request.id_json is None:
             return None
-        return Reply.to(
-            request, device_id=self.device_id, error_code=error.code, error_message=error.message
-        ).encode()
+        return _error_text(
+            request.id_json,
+            request.dst or self.device_id,
+            request.src,
+            request.tag,
+            error.code,
+            error.message,
+        )
 
-    def _encode_result(self, request: Request, result: Any) -> bytes:
-        """`encode` of the reply to request, without building a `Reply` first."""
-        assert request.id_json is not None
+    def _encode_result(self, request: Request, result: Any) -> str:
+        """The text of `encode` of the reply to request, without building a `Reply` first."""
+        id_json = request.id_json
+        assert id_json is not None
         try:
-            return encode_result(
-                request.id_json, request.dst or self.device_id, request.src, request.tag, result
-            )
+            return _result_text(id_json, request.dst or self.device_id, request.src, request.tag, result)
         except (TypeError, ValueError):
-            logger.exception("result of call %s is not JSON", request.id_json)
-            return Reply.to(
-                request, device_id=self.device_id, error_code=500, error_message="internal error"
-            ).encode()
+            logger.exception("result of call %s is not JSON", id_json)
+            return _error_text(
+                id_json, request.dst or self.device_id, request.src, request.tag, 500, "internal error"
+            )
 
     async def dispatch(
         self,

@@ -227,13 +227,12 @@ class Reply:
             ValueError: if the result holds NaN or an infinity, or refers to itself.
         """
         if self.error_code is None:
-            return encode_result(self.id_json, self.src, self.dst, self.tag, self.result)
-        parts = ['{"id":', self.id_json, _addressing(self.src, self.dst, self.tag)]
-        parts += [',"error":{"code":', str(int(self.error_code))]
-        if self.error_message:
-            parts += [',"message":', _dumps(self.error_message)]
-        parts.append("}}")
-        return _utf8(parts)
+            text = _result_text(self.id_json, self.src, self.dst, self.tag, self.result)
+        else:
+            text = _error_text(
+                self.id_json, self.src, self.dst, self.tag, self.error_code, self.error_message
+            )
+        return text.encode("utf-8")
 
 
 def _is_name(value: Any) -> bool:
@@ -247,8 +246,36 @@ def encode_result(id_json: str, src: str, dst: str | None, tag: str | None, resu
     Raises:
         TypeError, ValueError: as `Reply.encode`.
     """
-    text = result.text if isinstance(result, RawJSON) else _dumps(result)
-    return _utf8(['{"id":', id_json, _addressing(src, dst, tag), ',"result":', text, "}"])
+    return _result_text(id_json, src, dst, tag, result).encode("utf-8")
+
+
+def _result_text(id_json: str, src: str, dst: str | None, tag: str | None, result: Any) -> str:
+    """The text of `encode_result`: always encodable as UTF-8 (see `_encodable`).
+
+    What the WebSocket channel sends as a text message, with no bytes in between.
+    """
+    addressing = _addressings.get((src, dst, tag))
+    if addressing is None:
+        addressing = _addressing(src, dst, tag)
+    text = (
+        '{"id":'
+        + id_json
+        + addressing
+        + ',"result":'
+        + (result.text if isinstance(result, RawJSON) else _dumps(result))
+        + "}"
+    )
+    return text if text.isascii() else _encodable(text)
+
+
+def _error_text(id_json: str, src: str, dst: str | None, tag: str | None, code: int, message: str) -> str:
+    """The text of an error reply (`Reply.encode`), always encodable as UTF-8."""
+    parts = ['{"id":', id_json, _addressing(src, dst, tag), ',"error":{"code":', str(int(code))]
+    if message:
+        parts += [',"message":', _dumps(message)]
+    parts.append("}}")
+    text = "".join(parts)
+    return text if text.isascii() else _encodable(text)
 
 
 #: The ``,"src":…,"dst":…,"tag":…`` text of replies by (src, dst, tag): the same few
@@ -395,6 +422,57 @@ def parse_result(
     return str(frame_id), fields["result"]
 
 
+def _parse_request(text: str, max_size: int) -> Request | None:
+    """The fast path of `parse_frame` for what a server mostly gets: a request as text.
+
+    Returns the `Request` `parse_frame` would return when text is ASCII, within
+    max_size, one JSON object from its first to its last character, with a
+    non-empty string ``method`` and an ``id`` whose text follows from its value
+    (as `_parse_common` finds them). Otherwise None, and `parse_frame` answers
+    (another `Request`, a `Response` or an `InvalidFrame`). One function on
+    purpose: it runs for every call.
+    """
+    if len(text) > max_size or not text.isascii() or text[:1] != "{":
+        return None
+    try:
+        fields, end = _scan_value(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    method = fields.get("method")  # (what starts with "{" and scans is a dict)
+    if end != len(text) or type(method) is not str or not method:
+        return None
+    if "id" in fields:
+        frame_id = fields["id"]
+        if type(frame_id) is int and frame_id != 0:
+            id_json: str | None = str(frame_id)
+        elif type(frame_id) is str and "\\" not in text:
+            id_json = '"' + frame_id + '"'
+        else:
+            return None
+    else:
+        frame_id = id_json = None
+    src, dst, tag = fields.get("src"), fields.get("dst"), fields.get("tag")
+    # §1 table: "args" is the deprecated synonym of "params".
+    params = fields["params"] if "params" in fields else fields.get("args")
+    auth = fields.get("auth")
+    request = _new_object(Request)
+    _set_attribute(
+        request,
+        "__dict__",
+        {
+            "method": method,
+            "params": params,
+            "id": frame_id,
+            "id_json": id_json,
+            "src": src if type(src) is str else None,
+            "dst": dst if type(dst) is str else None,
+            "tag": tag if type(tag) is str else None,
+            "auth": auth,
+        },
+    )
+    return request
+
+
 def _parse_common(text: str) -> tuple[dict[str, Any], str | None] | None:
     """The fast path of `parse_frame`: the whole frame by the C decoder.
 
@@ -539,12 +617,17 @@ def _dumps(value: Any) -> str:
 
 
 def _utf8(parts: list[str]) -> bytes:
-    text = "".join(parts)
+    return _encodable("".join(parts)).encode("utf-8")
+
+
+def _encodable(text: str) -> str:
+    """text, or, if it holds a lone surrogate (from a "\\ud800" escape), which UTF-8 cannot
+    hold, text with every non-ASCII character escaped."""
     try:
-        return text.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        # A lone surrogate (from a "\ud800" escape) cannot be UTF-8: escape everything.
-        return re.sub(r"[^\x00-\x7f]", lambda m: _encode_ascii(m.group())[1:-1], text).encode("ascii")
+        return re.sub(r"[^\x00-\x7f]", lambda m: _encode_ascii(m.group())[1:-1], text)
+    return text
 
 
 def _parse_object(text: str) -> tuple[dict[str, Any], str | None]:

@@ -248,6 +248,13 @@ class WebSocket(asyncio.Protocol):
                         except Exception:
                             self._callback_failed("on_message")
                         continue
+                    handler = self._handler
+                    if handler is not None:  # set_message_handler(): no _deliver() call per message
+                        try:
+                            handler(event.data)  # type: ignore[union-attr]
+                        except Exception:
+                            logger.exception("message handler %r failed", handler)
+                        continue
                     waiter = self._waiter
                     if waiter is not None and not waiter.done():
                         # The queue is empty whenever recv() waits: hand it over directly.

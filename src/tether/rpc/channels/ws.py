@@ -109,12 +109,12 @@ class WebSocketChannel:
         blocked = False
         wake: asyncio.Future[None] = loop.create_future()  # set at an invalid frame or when blocked
 
-        def done(reply: bytes | None) -> None:
+        send_nowait = ws.send_nowait
+
+        def send(reply: str) -> None:
             nonlocal blocked
-            if reply is None or invalid:
-                return
             try:
-                if not ws.send_nowait(reply.decode("utf-8")):
+                if not send_nowait(reply):
                     blocked = True
                     if not wake.done():
                         wake.set_result(None)
@@ -132,26 +132,14 @@ class WebSocketChannel:
         def push(frame: bytes) -> bool:
             return ws.send_nowait(frame.decode("utf-8"))
 
-        async def finish(rest: Coroutine[Any, Any, bytes | None]) -> None:
+        async def finish(rest: Coroutine[Any, Any, str | None]) -> None:
             try:
                 reply = await rest
             except Exception as exc:
                 failed(exc)
             else:
-                done(reply)
-
-        def serve(message: Data) -> None:
-            try:
-                reply = handle_now(message, channel, peer, user, push)
-            except Exception as error:
-                failed(error)
-            else:
-                if reply is None or isinstance(reply, bytes):
-                    done(reply)
-                else:  # a handler that waits: the rest in a task (asyncio.timeout() needs one)
-                    task = loop.create_task(finish(reply))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                if reply is not None and not invalid:
+                    send(reply)
 
         def on_message(message: Data) -> None:
             # In the connection's receive path: no task wakes up for a call.
@@ -160,7 +148,17 @@ class WebSocketChannel:
             if blocked:
                 backlog.append(message)  # the rest of the data just read, at most
                 return
-            serve(message)
+            try:
+                reply = handle_now(message, channel, peer, user, push)
+            except Exception as error:
+                failed(error)
+                return
+            if isinstance(reply, str):
+                send(reply)
+            elif reply is not None:  # a handler that waits: the rest in a task (asyncio.timeout() needs one)
+                task = loop.create_task(finish(reply))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
         closed = asyncio.ensure_future(ws.wait_closed())
         try:
@@ -177,9 +175,9 @@ class WebSocketChannel:
                     blocked = False
                     await ws.drain()  # until the client reads its replies
                 elif backlog:
-                    serve(backlog.popleft())
+                    on_message(backlog.popleft())
                 else:
-                    serve(await ws.recv())  # raises ConnectionClosed at the end
+                    on_message(await ws.recv())  # raises ConnectionClosed at the end
             exc = invalid[0]
             logger.info("invalid frame from %s: %s; closing", peer, exc)
             await ws.close(exc.close_code, str(exc)[:120])
