@@ -29,8 +29,8 @@
  * gets its one field through the slot's member descriptor, as the dataclass's
  * own __init__ does with object.__setattr__, without running Python code. */
 typedef struct {
-    PyObject *cls;   /* borrowed while cached: checked by identity on each call */
-    PyObject *descr; /* the class's "data" member descriptor (a new reference) */
+    PyObject *cls;   /* the class last given (a strong reference), checked by identity */
+    PyObject *descr; /* its "data" member descriptor (a strong reference) */
 } message_class;
 
 static message_class text_class, binary_class;
@@ -53,7 +53,8 @@ cache_class(message_class *slot, PyObject *cls)
         return -1;
     }
     Py_XSETREF(slot->descr, descr);
-    slot->cls = cls;
+    Py_INCREF(cls);
+    Py_XSETREF(slot->cls, cls);
     return 0;
 }
 
