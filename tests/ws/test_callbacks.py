@@ -135,46 +135,37 @@ def test_a_client_handler_gets_messages_sent_with_the_handshake_after_on_open() 
     run(main())
 
 
-def test_a_failing_callback_closes_with_1011_and_still_gets_on_close(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    class Failing(Recorder):
-        def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
-            raise RuntimeError("boom")
+class Failing(Recorder):
+    def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
+        raise RuntimeError("boom")
 
+
+class Closer(Recorder):
+    def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
+        ws.close_nowait(4000, "bye")
+        ws.close_nowait(4001, "twice is harmless")
+
+
+@pytest.mark.parametrize(
+    ("handler_class", "code", "reason"), [(Failing, 1011, "internal error"), (Closer, 4000, "bye")]
+)
+def test_a_callback_that_raises_or_closes_still_gets_on_close(
+    handler_class: type[Recorder], code: int, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
-        handler = Failing()
+        handler = handler_class()
         async with serving(handler) as server, tether.ws.connect(url(server), ping_interval=None) as ws:
             await ws.send("anything")
             with pytest.raises(ConnectionClosed) as info:
                 await ws.recv()
-            assert (info.value.code, info.value.reason) == (1011, "internal error")
+            assert (info.value.code, info.value.reason) == (code, reason)
             await asyncio.wait_for(handler.closed.wait(), TIMEOUT)
         # close_code and close_reason are the peer's: tether's client echoes the code only.
-        assert handler.calls[-1] == ("close", 1011, "")
+        assert handler.calls[-1] == ("close", code, "")
 
     with caplog.at_level(logging.ERROR, logger="tether.ws"):
         run(main())
-    assert "on_message failed" in caplog.text
-
-
-def test_close_nowait_from_a_callback() -> None:
-    class Closer(Recorder):
-        def on_message(self, ws: tether.ws.WebSocket, message: tether.ws.Data) -> None:
-            ws.close_nowait(4000, "bye")
-            ws.close_nowait(4001, "twice is harmless")
-
-    async def main() -> None:
-        handler = Closer()
-        async with serving(handler) as server, tether.ws.connect(url(server), ping_interval=None) as ws:
-            await ws.send("close please")
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.recv()
-            assert (info.value.code, info.value.reason) == (4000, "bye")
-            await asyncio.wait_for(handler.closed.wait(), TIMEOUT)
-        assert handler.calls[-1] == ("close", 4000, "")
-
-    run(main())
+    assert ("on_message failed" in caplog.text) is (handler_class is Failing)
 
 
 def test_a_lost_connection_reports_1006_and_server_close_1001() -> None:
