@@ -103,3 +103,20 @@ def test_unreachable_port() -> None:
     stop_server(proc)
     out = call("call", "RPC.List", "--port", f"ws://127.0.0.1:{port}/rpc", "--timeout", "5")
     assert out.returncode == 1 and out.stderr.startswith(f"Error: ws://127.0.0.1:{port}/rpc: ")
+
+
+def test_a_reader_that_leaves_is_not_an_error(server: int) -> None:
+    # `tether call … | head -1`: the pipe's reader is gone before the output is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [*TETHER, "call", "--port", f"ws://127.0.0.1:{server}/rpc", "RPC.List"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (128 + signal.SIGPIPE, "")

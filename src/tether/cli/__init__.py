@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 
 from tether import __version__
 
-__all__ = ["main"]
+__all__ = ["EXIT_SIGPIPE", "main", "stdout_is_closed"]
+
+#: The status when the reader of the output went away (`tether … | head`), as a shell reports it.
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
+
+
+def stdout_is_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone; then it goes to /dev/null.
+
+    A BrokenPipeError from a device's socket and one from printing look alike: the state
+    of stdout's descriptor tells them apart (poll() reports an error on a pipe that has
+    no reader left).
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+        return False
+    # Nothing more can be written, and the flush at exit must not fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 def _version() -> str:
@@ -84,8 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status: int = args.run(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader that left is seen
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if stdout_is_closed():
+            return EXIT_SIGPIPE
+        raise
     return status
 
 

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tether import tls
+from tether.cli import EXIT_SIGPIPE, stdout_is_closed
 from tether.errors import RpcError, TetherError
 
 __all__ = ["DEFAULT_PORT", "CommandFailed", "add_parser", "read_credentials", "resolve_port", "run_command"]
@@ -126,6 +127,10 @@ def run_command(port: str, main: Coroutine[Any, Any, int | None]) -> int:
         print(f"Error: {exc}", file=sys.stderr)
     except RpcError as exc:
         print(f"Error: remote error {exc.code}: {exc.message}", file=sys.stderr)
+    except BrokenPipeError as exc:
+        if stdout_is_closed():
+            return EXIT_SIGPIPE  # the reader of the output left (`| head`)
+        print(f"Error: {port}: {exc}", file=sys.stderr)
     except (OSError, TetherError, ValueError) as exc:
         print(f"Error: {port}: {exc}", file=sys.stderr)
     return 1
