@@ -126,6 +126,21 @@ async def test_invalid_frames_are_dropped_and_the_link_stays(caplog: pytest.LogC
     assert "dropping an invalid frame" in caplog.text
 
 
+async def test_logs_show_neither_password_nor_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tether.rpc")
+    backend = Backend()
+    async with ws.serve(backend.handler, "127.0.0.1", 0) as server:
+        url = f"ws://dev:pw-secret@127.0.0.1:{server.port}/rpc?token=tok-secret"
+        async with rpc.DialOut(device(), url, backoff_min=0.01) as dialout:
+            conn = await asyncio.wait_for(backend.connections.get(), 10)
+            await dialout.wait_connected()
+            await conn.send("{nope")
+            assert (await backend.call(conn, "Sum", {"a": 1, "b": 1}))["result"] == 2
+            assert repr(dialout) == f"DialOut('ws://127.0.0.1:{server.port}/rpc?…', connected=True)"
+    assert f"dial-out channel to ws://127.0.0.1:{server.port}/rpc?… open" in caplog.text
+    assert "secret" not in caplog.text
+
+
 async def test_calls_fail_cleanly() -> None:
     async def silent(conn: ws.ServerWebSocket) -> None:
         async for message in conn:

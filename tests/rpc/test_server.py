@@ -335,6 +335,6 @@ async def test_close_is_idempotent_and_concurrent() -> None:
 
 
 def test_repr_leaves_credentials_out() -> None:
-    server = rpc.Server(http=None, dial_out="wss://user:s3cret@backend.example:8443/rpc?x=1")
-    assert "s3cret" not in repr(server) and "user" not in repr(server)
-    assert "dial-out wss://backend.example:8443/rpc?x=1" in repr(server)
+    server = rpc.Server(http=None, dial_out="wss://user:s3cret@backend.example:8443/rpc?token=t0ken")
+    assert "s3cret" not in repr(server) and "user" not in repr(server) and "t0ken" not in repr(server)
+    assert "dial-out wss://backend.example:8443/rpc?…" in repr(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.ws.uri import WebSocketURI, parse_uri, without_userinfo
+from tether.ws.uri import WebSocketURI, for_logs, parse_uri, without_userinfo
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,15 @@ def test_repr_hides_the_password() -> None:
 )
 def test_without_userinfo(url: str, shown: str) -> None:
     assert without_userinfo(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("wss://user:pw@backend/rpc?token=abc", "wss://backend/rpc?…"),
+        ("wss://backend?token=abc", "wss://backend?…"),
+        ("ws://host/rpc", "ws://host/rpc"),
+    ],
+)
+def test_for_logs(url: str, shown: str) -> None:
+    assert for_logs(url) == shown

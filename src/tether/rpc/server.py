@@ -43,7 +43,7 @@ from tether.rpc.channels import OriginPolicy, RpcMount, mount_rpc
 from tether.rpc.channels.dialout import DialOut
 from tether.rpc.channels.serial import configure_tty, serve_serial
 from tether.rpc.dispatch import Dispatcher
-from tether.ws.uri import without_userinfo
+from tether.ws.uri import for_logs
 
 if TYPE_CHECKING:  # imported when used: a device without MQTT doesn't load the MQTT client
     from tether.mqtt.client import Client as MqttClient
@@ -227,7 +227,7 @@ class Server:
             *self.urls,
             *([f"mqtt {self.device_id}/rpc"] if self.mqtt is not None else []),
             *([f"serial {self.serial}"] if self.serial is not None else []),
-            *([f"dial-out {without_userinfo(self.dial_out.url)}"] if self.dial_out is not None else []),
+            *([f"dial-out {for_logs(self.dial_out.url)}"] if self.dial_out is not None else []),
         ]
 
     def method(

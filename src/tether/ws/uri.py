@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["WebSocketURI", "parse_uri", "without_userinfo"]
+__all__ = ["WebSocketURI", "for_logs", "parse_uri", "without_userinfo"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,10 @@ def without_userinfo(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     return scheme + sep + authority.rpartition("@")[2] + slash + path
+
+
+def for_logs(url: str) -> str:
+    """url as a log line may show it: without ``user:password@`` and without its query,
+    where backends often take a token (``wss://backend/rpc?token=…`` shows as ``…/rpc?…``)."""
+    base, query, _ = without_userinfo(url).partition("?")
+    return base + "?…" if query else base

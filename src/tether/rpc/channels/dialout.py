@@ -34,6 +34,7 @@ from tether.rpc.dispatch import Dispatcher
 from tether.rpc.frames import InvalidFrame, Request, parse_frame
 from tether.ws.client import ClientWebSocket
 from tether.ws.client import connect as ws_connect
+from tether.ws.uri import for_logs
 
 __all__ = ["DialOut"]
 
@@ -74,6 +75,7 @@ class DialOut:
     ) -> None:
         self.dispatcher = dispatcher
         self.url = url
+        self._shown = for_logs(url)  # never a password or a token in a log line
         self.channel = "WSS_out" if url.lower().startswith("wss:") else "WS_out"
         self._connect = ws_connect(
             url,
@@ -97,7 +99,7 @@ class DialOut:
         self.connections = 0
 
     def __repr__(self) -> str:
-        return f"DialOut({self.url!r}, connected={self.connected})"
+        return f"DialOut({self._shown!r}, connected={self.connected})"
 
     @property
     def connected(self) -> bool:
@@ -206,7 +208,7 @@ class DialOut:
                 # A "permanent" failure of the iterator (a 4xx handshake answer, a bad
                 # certificate): a device keeps trying, with the same backoff (§2.5).
                 delay = self._backoff.next()
-                logger.warning("dialing %s failed (%s); retrying in %.1f s", self.url, exc, delay)
+                logger.warning("dialing %s failed (%s); retrying in %.1f s", self._shown, exc, delay)
                 await asyncio.sleep(delay)
             finally:
                 await connections.aclose()
@@ -232,7 +234,7 @@ class DialOut:
     async def _serve(self, ws: ClientWebSocket) -> None:
         self.connections += 1
         peer = format_peer(ws.remote_address)
-        logger.info("dial-out channel to %s open", self.url)
+        logger.info("dial-out channel to %s open", self._shown)
         self._ws = ws
         self._connected.set()
         self._flush()
@@ -248,16 +250,16 @@ class DialOut:
 
         def failed(exc: BaseException) -> None:
             if isinstance(exc, InvalidFrame):  # another device's dst (§1.1 step 2)
-                logger.info("dropping a frame from %s: %s", self.url, exc)
+                logger.info("dropping a frame from %s: %s", self._shown, exc)
             else:  # pragma: no cover - dispatch() answers every handler failure itself
-                logger.error("rpc from %s failed", self.url, exc_info=exc)
+                logger.error("rpc from %s failed", self._shown, exc_info=exc)
 
         try:
             async for message in ws:
                 try:
                     frame = parse_frame(message, max_size=dispatcher.max_frame_size)
                 except InvalidFrame as exc:
-                    logger.info("dropping an invalid frame from %s: %s", self.url, exc)
+                    logger.info("dropping an invalid frame from %s: %s", self._shown, exc)
                     continue
                 if isinstance(frame, Request):
                     # A task per call, so that a handler's timeouts and cancellation are its
@@ -274,4 +276,4 @@ class DialOut:
         finally:
             self._ws = None
             self._connected.clear()
-            logger.info("dial-out channel to %s closed", self.url)
+            logger.info("dial-out channel to %s closed", self._shown)
