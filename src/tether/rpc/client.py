@@ -35,7 +35,7 @@ from tether.rpc.frames import (
     Request,
     _dumps,
     _encodable,
-    _scan_value,
+    _scan_result,
     encode_request,
     parse_frame,
 )
@@ -237,21 +237,12 @@ class RpcClientCore:
             no `CallResult` is queued for it. Otherwise None, and nothing changed:
             pass data to `receive_frame`.
         """
-        # parse_result, in this one function: it runs for every call.
-        if type(data) is not str or len(data) > self.max_frame_size or not data.isascii() or data[:1] != "{":
-            return None
-        try:
-            fields, end = _scan_value(data, 0)
-        except (StopIteration, ValueError, RecursionError):
-            return None
-        if end != len(data) or "result" not in fields or "method" in fields or "error" in fields:
-            return None  # (what starts with "{" and scans is a dict)
-        call_id = fields.get("id")
-        if type(call_id) is not int or self._pending.pop(call_id, None) is None:
+        found = _scan_result(data, self.max_frame_size)
+        if found is None or self._pending.pop(found[0], None) is None:
             return None
         if self._retried:
-            self._retried.discard(call_id)
-        return call_id, fields["result"]
+            self._retried.discard(found[0])
+        return found
 
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> None:
         """Take one frame the peer sent.

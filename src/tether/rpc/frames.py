@@ -408,6 +408,12 @@ def parse_result(
         `Response` `parse_frame` would return has just these two and is ``ok``.
         Otherwise None, for anything else, errors included: call `parse_frame`.
     """
+    found = _scan_result(data, max_size)
+    return None if found is None else (str(found[0]), found[1])
+
+
+def _scan_result(data: bytes | bytearray | memoryview | str, max_size: int) -> tuple[int, Any] | None:
+    """`parse_result` with the id as an int: what `RpcClientCore.receive_result` runs per call."""
     if type(data) is not str or len(data) > max_size or not data.isascii() or data[:1] != "{":
         return None
     try:
@@ -419,7 +425,7 @@ def parse_result(
     frame_id = fields.get("id")
     if type(frame_id) is not int or frame_id == 0:
         return None
-    return str(frame_id), fields["result"]
+    return frame_id, fields["result"]
 
 
 def _parse_request(text: str, max_size: int) -> Request | None:
